@@ -1,0 +1,564 @@
+"""``KubernetesCommandLineCodeExecutor``: the seed-compatible facade over pod + exec.
+
+A user migrates by changing one import line. Behind the same names: exact exit codes from a
+completion marker, timeouts enforced inside the pod, code on stdin, hardened pods that are
+deleted on stop, and typed errors for everything that is not the user's code's own exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import shlex
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path, PurePosixPath
+from types import FrameType, TracebackType
+from typing import Any
+
+from .errors import (
+    ExecNotStartedError,
+    InvalidInputError,
+    KubectlExecutorError,
+    OutcomeUnknownError,
+    UnsafePathError,
+)
+from .kubectl import ClusterAccess, Kubectl, classify_failure
+from .languages import (
+    DEFAULT_EXECUTION_POLICIES,
+    code_filename,
+    quiet_pip,
+    resolve_language,
+    should_execute,
+    validate_relative_path,
+)
+from .manifest import (
+    CONTAINER,
+    PodOptions,
+    Resources,
+    build_pod_manifest,
+    generate_pod_name,
+    ownership_labels,
+    validate_dns_label,
+    validate_env_name,
+    validate_env_value,
+)
+from .models import Pod
+from .pod import apply_pod, delete_pod, find_reusable, get_pod, wait_ready
+from .protocol import (
+    LOG_DIR,
+    MarkerFilter,
+    OutputBudget,
+    RunRequest,
+    exec_args,
+    kill_args,
+    new_nonce,
+)
+from .results import CodeBlock, CommandLineCodeResult, MarkdownCodeExtractor
+from .retry import RetryPolicy, call_with_retry
+from .runner import Runner
+
+logger = logging.getLogger(__name__)
+
+OutputCallback = Callable[[str, bytes], None]
+"""Receives ("stdout" | "stderr", chunk) as the code produces output."""
+
+TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
+BASHRC_BEGIN = "# >>> kubectl-executor env >>>"
+BASHRC_END = "# <<< kubectl-executor env <<<"
+
+
+class ExecResult:
+    """What one run in the pod produced (internal; blocks map it to the public result)."""
+
+    def __init__(
+        self,
+        exit_code: int,
+        stdout: bytes,
+        stderr: bytes,
+        timed_out: bool,
+        truncated: bool,
+        log_files: list[str],
+    ) -> None:
+        self.exit_code = exit_code
+        self.stdout = stdout
+        self.stderr = stderr
+        self.timed_out = timed_out
+        self.truncated = truncated
+        self.log_files = log_files
+
+
+class KubernetesCommandLineCodeExecutor:
+    """Runs code blocks in a Kubernetes pod, through kubectl only.
+
+    The seed's positional parameters come first and keep their meaning; everything after ``*``
+    is ours. The pod is created by the constructor (``start=False`` defers it to
+    :meth:`start`), and deleted by :meth:`stop`, the ``with`` exit, or (best effort) at exit.
+    """
+
+    def __init__(
+        self,
+        image: str = "python:3-slim",
+        pod_name: str | None = None,
+        namespace: str | None = None,
+        timeout: int = 60,
+        work_dir: Path | str = Path("/workspace"),
+        execution_policies: dict[str, bool] | None = None,
+        remote_control_plane: str | None = None,
+        kube_token: str | None = None,
+        shared_pvc_name: str | None = None,
+        node: str = "",
+        shared_resources: bool = False,
+        env_vars: list[dict[str, str]] | None = None,
+        *,
+        kubectl: str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        certificate_authority: str | None = None,
+        insecure_skip_tls_verify: bool = False,
+        startup_timeout: float = 300.0,
+        max_output_bytes: int = 4 * 1024 * 1024,
+        keep_pod: bool = False,
+        start: bool = True,
+        resources: Resources | None = None,
+        hardened: bool = True,
+        run_as_user: int = 1000,
+        read_only_root_filesystem: bool = False,
+        runtime_class_name: str | None = None,
+        active_deadline_seconds: int | None = 6 * 3600,
+        labels: dict[str, str] | None = None,
+        pod_overrides: dict[str, Any] | None = None,
+        on_output: OutputCallback | None = None,
+        runner: Runner | None = None,
+        retry: RetryPolicy | None = None,
+    ) -> None:
+        if not isinstance(timeout, (int, float)) or timeout < 1:
+            raise InvalidInputError("timeout must be a number of seconds >= 1")
+        if startup_timeout <= 0:
+            raise InvalidInputError("startup_timeout must be > 0")
+        if max_output_bytes < 1024:
+            raise InvalidInputError("max_output_bytes must be at least 1024")
+        work = PurePosixPath(str(work_dir))
+        if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
+            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
+        if namespace is not None:
+            validate_dns_label(namespace, "namespace")
+        if pod_name is not None:
+            validate_dns_label(pod_name, "pod name")
+        self._env = _env_dict(env_vars)
+        self._timeout = timeout
+        self._work_dir = Path(str(work))
+        self._execution_policies = {**DEFAULT_EXECUTION_POLICIES, **(execution_policies or {})}
+        self._image = image
+        self._fixed_name = pod_name
+        self._pod_name = pod_name or generate_pod_name()
+        self._shared_resources = shared_resources
+        self._startup_timeout = startup_timeout
+        self._max_output_bytes = max_output_bytes
+        self._keep_pod = keep_pod
+        self._on_output = on_output
+        self._code_extractor = MarkdownCodeExtractor()
+        self._session_id = new_nonce()[:16]
+        self._extra_env: dict[str, str] = {}
+        self._created = False  # True while a pod that WE created exists
+        self._reused = False
+        self._pod: Pod | None = None
+        self._pod_options = PodOptions(
+            name=self._pod_name,
+            image=image,
+            work_dir=str(work),
+            shared_pvc_name=shared_pvc_name or None,
+            node=node or None,
+            env=self._env,
+            labels=labels or {},
+            resources=resources or Resources(),
+            hardened=hardened,
+            run_as_user=run_as_user,
+            run_as_group=run_as_user,
+            read_only_root_filesystem=read_only_root_filesystem,
+            runtime_class_name=runtime_class_name,
+            active_deadline_seconds=active_deadline_seconds,
+            pod_overrides=pod_overrides or {},
+        )
+        self._kubectl = Kubectl(
+            ClusterAccess(
+                kubectl=kubectl,
+                kubeconfig=kubeconfig,
+                context=context,
+                namespace=namespace,
+                remote_control_plane=remote_control_plane,
+                kube_token=kube_token,
+                certificate_authority=certificate_authority,
+                insecure_skip_tls_verify=insecure_skip_tls_verify,
+            ),
+            runner=runner,
+            retry=retry,
+        )
+        self._namespace = namespace
+        _live.add(self)
+        if start:
+            self.start()
+
+    # -- properties (the seed's) ------------------------------------------------------------
+
+    @property
+    def timeout(self) -> int:
+        return self._timeout
+
+    @property
+    def work_dir(self) -> Path:
+        return self._work_dir
+
+    @property
+    def code_extractor(self) -> MarkdownCodeExtractor:
+        return self._code_extractor
+
+    @property
+    def execution_policies(self) -> dict[str, bool]:
+        return dict(self._execution_policies)
+
+    @property
+    def pod_name(self) -> str:
+        return self._pod_name
+
+    @property
+    def namespace(self) -> str | None:
+        """The namespace asked for, else the one the cluster put the pod in."""
+        if self._namespace:
+            return self._namespace
+        return self._pod.metadata.namespace if self._pod else None
+
+    @property
+    def image(self) -> str:
+        return self._image
+
+    @property
+    def kubectl(self) -> Kubectl:
+        """The kubectl this executor runs (flags, runner); for the library's other modules."""
+        return self._kubectl
+
+    @property
+    def session_id(self) -> str:
+        return self._session_id
+
+    def manifest(self) -> dict[str, Any]:
+        """The pod this executor creates (or created)."""
+        labels = ownership_labels(self._session_id, int(time.time()), os.getpid())
+        return build_pod_manifest(self._pod_options, labels)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Create the pod and wait until it is ready (or reuse one, with shared_resources)."""
+        if self._pod is not None:
+            return
+        if self._shared_resources:
+            found = find_reusable(self._kubectl, self._image, str(self._work_dir))
+            if found is not None:
+                self._pod = found
+                self._pod_name = found.metadata.name
+                self._reused = True
+                # Container env of a reused pod is not ours: send ours with every run.
+                self._extra_env = {**self._env, **self._extra_env}
+                logger.info("reusing pod %s", self._pod_name)
+                return
+        manifest = self.manifest()
+        self._created = True
+        try:
+            apply_pod(self._kubectl, manifest)
+            self._pod = wait_ready(self._kubectl, self._pod_name, self._startup_timeout)
+        except BaseException:
+            self._delete_quietly()
+            raise
+        logger.info("pod %s is ready", self._pod_name)
+
+    create_resources = start
+
+    def stop(self) -> None:
+        """Delete the pod we created (not a reused one); idempotent; NotFound is fine."""
+        try:
+            if self._created and not self._keep_pod:
+                delete_pod(self._kubectl, self._pod_name)
+            elif self._created:
+                logger.warning("keep_pod=True: leaving pod %s running", self._pod_name)
+        finally:
+            self._created = False
+            self._pod = None
+            self._kubectl.close()
+            _live.discard(self)
+
+    def cleanup(self) -> None:
+        """The seed's name for :meth:`stop`."""
+        self.stop()
+
+    def restart(self) -> None:
+        """Stop, then create a fresh pod with the same options."""
+        self._extra_env.clear()
+        if self._created and not self._keep_pod:
+            delete_pod(self._kubectl, self._pod_name, wait=self._fixed_name is not None)
+        self._created = False
+        self._pod = None
+        self._reused = False
+        if self._fixed_name is None:
+            self._pod_name = generate_pod_name()
+            self._pod_options = self._pod_options.model_copy(update={"name": self._pod_name})
+        _live.add(self)
+        self.start()
+
+    def _delete_quietly(self) -> None:
+        try:
+            delete_pod(self._kubectl, self._pod_name)
+        except KubectlExecutorError as exc:
+            logger.warning("could not delete pod %s: %s", self._pod_name, exc)
+        self._created = False
+
+    def handle_sigint(self, signum: int, frame: FrameType | None) -> None:
+        """For users who opt in with ``signal.signal(SIGINT, ex.handle_sigint)``; never installed by us."""
+        self.stop()
+        raise KeyboardInterrupt
+
+    def __enter__(self) -> KubernetesCommandLineCodeExecutor:
+        self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    # -- running code -------------------------------------------------------------------------
+
+    def execute_code_blocks(
+        self, code_blocks: Sequence[CodeBlock], *, on_output: OutputCallback | None = None
+    ) -> CommandLineCodeResult:
+        """Run blocks in order; stop at the first non-zero exit. Non-zero exits are data."""
+        outputs: list[str] = []
+        stdouts: list[str] = []
+        stderrs: list[str] = []
+        logs: list[str] = []
+        code_file: str | None = None
+        exit_code = 0
+        timed_out = truncated = False
+        for block in code_blocks:
+            lang = resolve_language(block.language)
+            if lang is None:
+                message = f"Unsupported language: {block.language}"
+                outputs.append(message)
+                stderrs.append(message)
+                exit_code = 1
+                break
+            code = quiet_pip(block.code) if lang.runner in ("sh", "bash") else block.code
+            try:
+                filename = code_filename(code, lang)
+            except UnsafePathError as exc:
+                message = f"Refused file name: {exc}"
+                outputs.append(message)
+                stderrs.append(message)
+                exit_code = 1
+                break
+            path = str(self._work_dir / filename)
+            if code_file is None:
+                code_file = path
+            execute = should_execute(block.language, self._execution_policies)
+            result = self._run(code.encode(), filename, lang.runner if execute else None, on_output=on_output)
+            if not execute:
+                outputs.append(f"Code saved to {path}\n")
+                continue
+            out = result.stdout.decode(errors="replace")
+            err = result.stderr.decode(errors="replace")
+            outputs.append(out + err)
+            stdouts.append(out)
+            stderrs.append(err)
+            logs.extend(result.log_files)
+            truncated = truncated or result.truncated
+            exit_code = result.exit_code
+            if result.timed_out:
+                timed_out = True
+                outputs.append("\n" + TIMEOUT_NOTE.format(timeout=self._timeout))
+            if exit_code != 0:
+                break
+        return CommandLineCodeResult(
+            exit_code=exit_code,
+            output="".join(outputs),
+            code_file=code_file,
+            stdout="".join(stdouts),
+            stderr="".join(stderrs),
+            timed_out=timed_out,
+            truncated=truncated,
+            log_files=logs,
+        )
+
+    def _ensure_pod(self) -> None:
+        if self._pod is None:
+            self.start()
+
+    def _run(
+        self,
+        code: bytes,
+        relpath: str,
+        runner: str | None,
+        *,
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ExecResult:
+        """One exec: code on stdin, outcome from the completion marker, never re-run."""
+        self._ensure_pod()
+        callback = on_output or self._on_output
+        request = RunRequest(
+            code=code,
+            work_dir=str(self._work_dir),
+            path=validate_relative_path(relpath),
+            runner=runner,
+            timeout=float(timeout or self._timeout),
+            budget=self._max_output_bytes,
+            env=dict(self._extra_env),
+        )
+        args = exec_args(self._pod_name, CONTAINER)
+        # Beyond the in-pod deadline, a generous margin for kubectl start-up and transfer.
+        client_deadline = request.timeout + request.kill_after + 30.0 + len(code) / 1e6
+
+        def attempt() -> ExecResult:
+            out = OutputBudget(self._max_output_bytes)
+            err = OutputBudget(self._max_output_bytes)
+
+            def on_stdout(chunk: bytes) -> None:
+                out(chunk)
+                if callback and chunk:
+                    callback("stdout", chunk)
+
+            def on_stderr(chunk: bytes) -> None:
+                err(chunk)
+                if callback and chunk:
+                    callback("stderr", chunk)
+
+            marker = MarkerFilter(request.nonce, on_stdout)
+            done = self._kubectl.stream(
+                args,
+                stdin=request.encode(),
+                timeout=client_deadline,
+                on_stdout=marker.feed,
+                on_stderr=on_stderr,
+            )
+            outcome = marker.close()
+            if outcome is not None:
+                logs = []
+                if outcome.log_kept:
+                    logs = [f"{LOG_DIR}/{request.nonce}.out", f"{LOG_DIR}/{request.nonce}.err"]
+                note = f"full output in the pod at {LOG_DIR}/{request.nonce}.*"
+                return ExecResult(
+                    outcome.exit_code,
+                    out.value(note),
+                    err.value(note),
+                    outcome.timed_out,
+                    out.truncated or err.truncated,
+                    logs,
+                )
+            if done.timed_out and marker.started:
+                self._kill_in_pod(request.nonce)
+                return ExecResult(124, out.value(), err.value(), True, out.truncated, [])
+            stderr_text = err.value().decode(errors="replace")
+            if not marker.started and done.returncode != 0:
+                raise classify_failure(done.argv, done.returncode, stderr_text, exec_call=True)
+            if done.timed_out:
+                self._kill_in_pod(request.nonce)
+            raise OutcomeUnknownError(
+                f"the run in pod {self._pod_name} ended without its completion marker "
+                f"(kubectl exit code {done.returncode}); the code may or may not have run "
+                "and was not re-run",
+                stdout=out.value(),
+                stderr=err.value(),
+            )
+
+        return call_with_retry(
+            self._kubectl.retry, attempt, retry_on=(ExecNotStartedError,), what="kubectl exec"
+        )
+
+    def _kill_in_pod(self, nonce: str) -> None:
+        try:
+            self._kubectl.run(kill_args(self._pod_name, CONTAINER, nonce), timeout=30, check=False)
+        except KubectlExecutorError as exc:
+            logger.warning("could not stop the timed-out run in pod %s: %s", self._pod_name, exc)
+
+    # -- the seed's other members -------------------------------------------------------------
+
+    def add_env_vars_to_bashrc(self, env_vars: list[dict[str, str]] | dict[str, str]) -> None:
+        """Export variables for later runs and interactive shells. Values are quoted; calling
+        again replaces the block instead of appending another."""
+        new = _env_dict(env_vars) if isinstance(env_vars, list) else dict(env_vars)
+        for key, value in new.items():
+            validate_env_name(key)
+            validate_env_value(key, value)
+        self._extra_env.update(new)
+        block = "\n".join(
+            [BASHRC_BEGIN]
+            + [f"export {k}={shlex.quote(v)}" for k, v in self._extra_env.items()]
+            + [BASHRC_END, ""]
+        )
+        script = (
+            'f="$HOME/.bashrc"; touch "$f" && '
+            f'sed \'/^{BASHRC_BEGIN}$/,/^{BASHRC_END}$/d\' "$f" > "$f.kx" && '
+            'cat >> "$f.kx" && mv -f "$f.kx" "$f"'
+        )
+        self._ensure_pod()
+        self._kubectl.run(
+            ["exec", "-i", self._pod_name, "-c", CONTAINER, "--", "sh", "-c", script],
+            stdin=block.encode(),
+        )
+
+    def is_pod_running_with_image(self) -> str | None:
+        """This executor's pod name if it is Running with our image, else None."""
+        pod = get_pod(self._kubectl, self._pod_name)
+        if pod is None or pod.status.phase != "Running":
+            return None
+        images = [c.image for c in pod.spec.containers]
+        return pod.metadata.name if self._image in images else None
+
+    def get_pod_resource_usage(self) -> dict[str, str] | None:
+        """CPU and memory of THIS pod from metrics.k8s.io; None (logged) when unavailable."""
+        namespace = self.namespace
+        if namespace is None:
+            pod = get_pod(self._kubectl, self._pod_name)
+            namespace = pod.metadata.namespace if pod else None
+        if not namespace:
+            logger.info("resource usage unavailable: pod %s not found", self._pod_name)
+            return None
+        path = f"/apis/metrics.k8s.io/v1beta1/namespaces/{namespace}/pods/{self._pod_name}"
+        try:
+            data = self._kubectl.json(["get", "--raw", path], idempotent=True)
+        except KubectlExecutorError as exc:
+            logger.info("resource usage unavailable (metrics API): %s", exc)
+            return None
+        usage: dict[str, str] = {}
+        for container in data.get("containers", []):
+            if container.get("name") == CONTAINER:
+                usage = {k: str(v) for k, v in container.get("usage", {}).items()}
+        return usage or None
+
+
+def _env_dict(env_vars: list[dict[str, str]] | None) -> dict[str, str]:
+    """The seed's ``[{"key": ..., "value": ...}]`` list, validated."""
+    env: dict[str, str] = {}
+    for item in env_vars or []:
+        if not isinstance(item, dict) or "key" not in item or "value" not in item:
+            raise InvalidInputError(f"env_vars items must be {{'key', 'value'}} dicts, got {item!r}")
+        key = validate_env_name(str(item["key"]))
+        env[key] = validate_env_value(key, str(item["value"]))
+    return env
+
+
+# Best-effort backstop: pods of executors never stopped are deleted at interpreter exit.
+# Strong references on purpose: an executor that was dropped without stop() still owns a pod.
+_live: set[KubernetesCommandLineCodeExecutor] = set()
+
+
+@atexit.register
+def _stop_all() -> None:
+    for executor in list(_live):
+        try:
+            executor.stop()
+        except Exception as exc:
+            logger.warning("could not stop executor for pod %s: %s", executor.pod_name, exc)

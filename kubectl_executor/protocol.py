@@ -1,0 +1,160 @@
+"""The stateless exec protocol with the in-pod runner (``_pod/run.sh``): pure encode/parse.
+
+kubectl's own exit code cannot tell a remote ``exit 1`` from its own failure, and it has exited
+0 after dropped streams. So each run carries a random nonce, the runner prints
+``__KX_START_<nonce>__`` before the program starts and ``__KX_EXIT_<nonce>__ rc timed_out kept``
+after it ends, and only that marker decides the outcome. No marker: outcome unknown.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from dataclasses import dataclass, field
+from importlib import resources
+
+from .errors import InvalidInputError
+from .manifest import validate_env_name, validate_env_value
+from .runner import Sink
+
+RUN_SCRIPT = resources.files("kubectl_executor").joinpath("_pod/run.sh").read_text()
+LOG_DIR = "/tmp/kx-logs"
+
+
+def new_nonce() -> str:
+    return secrets.token_hex(12)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One block for the in-pod runner. ``runner`` None = save only."""
+
+    code: bytes
+    work_dir: str
+    path: str
+    runner: str | None
+    timeout: float
+    kill_after: float = 2.0
+    budget: int = 4 * 1024 * 1024
+    env: dict[str, str] = field(default_factory=dict)
+    nonce: str = field(default_factory=new_nonce)
+
+    def encode(self) -> bytes:
+        """Header lines then the code: everything user-given travels on stdin, never argv."""
+        for key, value in self.env.items():
+            validate_env_name(key)
+            validate_env_value(key, value)
+        for what, value in (("work_dir", self.work_dir), ("path", self.path)):
+            if "\n" in value or "\x00" in value:
+                raise InvalidInputError(f"{what} contains a line break or NUL")
+        header = (
+            f"KX1 {self.nonce} {_seconds(self.timeout)} {_seconds(self.kill_after)} "
+            f"{self.runner or 'none'} {self.budget} {len(self.env)}\n"
+            f"{self.work_dir}\n{self.path}\n"
+        )
+        env_lines = "".join(f"{k}={v}\n" for k, v in self.env.items())
+        return (header + env_lines).encode() + self.code
+
+
+def _seconds(value: float) -> str:
+    return f"{value:.3f}".rstrip("0").rstrip(".")
+
+
+def exec_args(pod: str, container: str) -> list[str]:
+    """``kubectl exec`` arguments: fixed script, nothing user-given."""
+    return ["exec", "-i", pod, "-c", container, "--", "sh", "-c", RUN_SCRIPT, "kx"]
+
+
+def kill_args(pod: str, container: str, nonce: str) -> list[str]:
+    """Kill a run's process group (after a client-side deadline). The nonce is ours (hex)."""
+    if not re.fullmatch(r"[0-9a-f]+", nonce):
+        raise InvalidInputError("bad nonce")
+    script = 'p=$(cat "$1" 2>/dev/null) && kill -s KILL -- "-$p"'
+    return ["exec", pod, "-c", container, "--", "sh", "-c", script, "kx", f"{LOG_DIR}/{nonce}.pid"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    exit_code: int
+    timed_out: bool
+    log_kept: bool
+
+
+class MarkerFilter:
+    """Streams stdout through, minus the start marker and the exit marker.
+
+    Holds back just enough bytes to recognise the exit marker at the end; everything before it
+    goes to ``sink`` as it arrives.
+    """
+
+    _HOLD = 96
+
+    def __init__(self, nonce: str, sink: Sink) -> None:
+        self._start = f"__KX_START_{nonce}__\n".encode()
+        self._exit = re.compile(rb"\n__KX_EXIT_" + nonce.encode() + rb"__ (\d+) ([01]) ([01])\n$")
+        self._sink = sink
+        self._pending = b""
+        self.started = False
+        self.outcome: Outcome | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        self._pending += chunk
+        if not self.started:
+            if len(self._pending) < len(self._start):
+                return
+            if self._pending.startswith(self._start):
+                self.started = True
+                self._pending = self._pending[len(self._start) :]
+            else:
+                # Not our runner speaking (e.g. the shell failed): pass it through as is.
+                self.started = False
+                self._start = b"\x00never"
+        if len(self._pending) > self._HOLD:
+            cut = len(self._pending) - self._HOLD
+            self._sink(self._pending[:cut])
+            self._pending = self._pending[cut:]
+
+    def close(self) -> Outcome | None:
+        """End of stream: find the marker in what is held back; flush the rest."""
+        m = self._exit.search(self._pending)
+        if m and self.started:
+            self._sink(self._pending[: m.start()])
+            self.outcome = Outcome(int(m.group(1)), m.group(2) == b"1", m.group(3) == b"1")
+        else:
+            self._sink(self._pending)
+        self._pending = b""
+        return self.outcome
+
+
+class OutputBudget:
+    """Keeps the head and the tail of a stream within ``limit`` bytes; counts the rest."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = max(limit, 0)
+        self._tail_cap = self.limit // 2
+        self._head_cap = self.limit - self._tail_cap
+        self._head = bytearray()
+        self._tail = bytearray()
+        self.total = 0
+
+    def __call__(self, chunk: bytes) -> None:
+        self.total += len(chunk)
+        space = self._head_cap - len(self._head)
+        if space > 0:
+            self._head += chunk[:space]
+            chunk = chunk[space:]
+        if chunk:
+            self._tail += chunk
+            if len(self._tail) > self._tail_cap:
+                del self._tail[: len(self._tail) - self._tail_cap]
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.limit
+
+    def value(self, note: str = "") -> bytes:
+        if not self.truncated:
+            return bytes(self._head + self._tail)
+        omitted = self.total - len(self._head) - len(self._tail)
+        marker = f"\n[... {omitted} bytes omitted{'; ' + note if note else ''} ...]\n".encode()
+        return bytes(self._head) + marker + bytes(self._tail)
