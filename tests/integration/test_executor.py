@@ -238,10 +238,12 @@ def test_stop_deletes_the_pod_and_is_idempotent(cluster: Cluster, executor_facto
 
 def test_context_manager_deletes_the_pod_even_on_error(cluster: Cluster) -> None:
     name = None
-    with pytest.raises(RuntimeError, match="boom"):
-        with KubernetesCommandLineCodeExecutor(**cluster.executor_kwargs()) as executor:
-            name = executor.pod_name
-            raise RuntimeError("boom")
+    with (
+        pytest.raises(RuntimeError, match="boom"),
+        KubernetesCommandLineCodeExecutor(**cluster.executor_kwargs()) as executor,
+    ):
+        name = executor.pod_name
+        raise RuntimeError("boom")
     assert name and name not in [p["metadata"]["name"] for p in cluster.pods()]
 
 
