@@ -22,6 +22,7 @@ from .errors import (
     InvalidInputError,
     KubectlExecutorError,
     OutcomeUnknownError,
+    PodStartError,
     UnsafePathError,
 )
 from .kubectl import ClusterAccess, Kubectl, classify_failure
@@ -121,6 +122,7 @@ class KubernetesCommandLineCodeExecutor:
         max_output_bytes: int = 4 * 1024 * 1024,
         keep_pod: bool = False,
         start: bool = True,
+        attach: bool = False,
         resources: Resources | None = None,
         hardened: bool = True,
         run_as_user: int = 1000,
@@ -154,6 +156,9 @@ class KubernetesCommandLineCodeExecutor:
         self._fixed_name = pod_name
         self._pod_name = pod_name or generate_pod_name()
         self._shared_resources = shared_resources
+        if attach and pod_name is None:
+            raise InvalidInputError("attach=True needs the pod_name of a running pod")
+        self._attach = attach
         self._startup_timeout = startup_timeout
         self._max_output_bytes = max_output_bytes
         self._keep_pod = keep_pod
@@ -252,6 +257,15 @@ class KubernetesCommandLineCodeExecutor:
     def start(self) -> None:
         """Create the pod and wait until it is ready (or reuse one, with shared_resources)."""
         if self._pod is not None:
+            return
+        if self._attach:
+            pod = get_pod(self._kubectl, self._pod_name)
+            if pod is None or not pod.ready:
+                state = pod.status.phase if pod else "not found"
+                raise PodStartError(self._pod_name, "NotReady", f"cannot attach: pod is {state}")
+            self._pod = pod
+            self._reused = True
+            self._extra_env = {**self._env, **self._extra_env}
             return
         if self._shared_resources:
             found = find_reusable(self._kubectl, self._image, str(self._work_dir))

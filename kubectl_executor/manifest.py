@@ -240,7 +240,7 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
             by_name = {item["name"]: item for item in current}
             for item in value:
                 name = item["name"]
-                by_name[name] = deep_merge(by_name[name], item) if name in by_name else item
+                by_name[name] = deep_merge(by_name[name], item) if name in by_name else copy.deepcopy(item)
             merged[key] = list(by_name.values())
         else:
             merged[key] = copy.deepcopy(value)

@@ -11,8 +11,8 @@ import threading
 import time
 from typing import Any
 
-from .errors import NotFoundError, PodStartError, StartupTimeoutError
-from .kubectl import Kubectl
+from .errors import NotFoundError, PodStartError, StartupTimeoutError, TransientError
+from .kubectl import Kubectl, classify_failure
 from .manifest import (
     IMAGE_ANNOTATION,
     MANAGED_BY,
@@ -124,52 +124,62 @@ class _JsonStream:
         return objs
 
 
+class _Watch:
+    """One ``kubectl get pod -o json --watch`` until the pod is ready, cannot start, or time is up."""
+
+    def __init__(self) -> None:
+        self.stream = _JsonStream()
+        self.decided = threading.Event()
+        self.last: Pod | None = None
+        self.failure: tuple[str, str] | None = None
+        self.stderr: list[bytes] = []
+
+    def on_stdout(self, chunk: bytes) -> None:
+        for obj in self.stream.feed(chunk):
+            pod = Pod.model_validate(obj.get("object", obj))
+            self.last = pod
+            if pod.ready:
+                self.decided.set()
+            elif (failure := start_failure(pod)) is not None:
+                self.failure = failure
+                self.decided.set()
+
+    def run(self, kubectl: Kubectl, name: str, deadline: float) -> int | None:
+        proc = kubectl.spawn(
+            ["get", "pod", name, "-o", "json", "--watch"],
+            on_stdout=self.on_stdout,
+            on_stderr=self.stderr.append,
+        )
+        try:
+            while not self.decided.wait(min(max(deadline - time.monotonic(), 0), 0.5)):
+                code = proc.wait(0)
+                if code is not None or time.monotonic() >= deadline:
+                    return code
+            return 0
+        finally:
+            proc.kill()
+
+
 def wait_ready(kubectl: Kubectl, name: str, timeout: float) -> Pod:
     """Watch the pod until Ready; raise PodStartError as soon as it cannot start."""
     deadline = time.monotonic() + timeout
     last: Pod | None = None
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            phase = last.status.phase if last else "unknown"
-            raise StartupTimeoutError(f"pod {name} was not ready after {timeout:g}s (phase {phase})")
-        outcome: dict[str, Any] = {}
-        decided = threading.Event()
-        stream = _JsonStream()
-        errors: list[bytes] = []
-
-        def on_stdout(chunk: bytes, stream: _JsonStream = stream) -> None:
-            nonlocal last
-            for obj in stream.feed(chunk):
-                pod = Pod.model_validate(obj.get("object", obj))
-                last = pod
-                if pod.ready:
-                    outcome["pod"] = pod
-                    decided.set()
-                elif (failure := start_failure(pod)) is not None:
-                    outcome["failure"] = failure
-                    decided.set()
-
-        proc = kubectl.spawn(
-            ["get", "pod", name, "-o", "json", "--watch"],
-            on_stdout=on_stdout,
-            on_stderr=errors.append,
-        )
-        try:
-            while not decided.wait(min(remaining, 0.5)):
-                remaining = deadline - time.monotonic()
-                if remaining <= 0 or proc.wait(0) is not None:
-                    break
-        finally:
-            proc.kill()
-        if "pod" in outcome:
-            pod_ready: Pod = outcome["pod"]
-            return pod_ready
-        if "failure" in outcome:
-            reason, message = outcome["failure"]
-            raise PodStartError(name, reason, message)
-        stderr = b"".join(errors).decode(errors="replace")
-        if "NotFound" in stderr:
-            raise PodStartError(name, "NotFound", "the pod disappeared while starting")
-        if stderr.strip():
-            logger.debug("watch on pod %s ended: %s", name, stderr.strip())
+    while time.monotonic() < deadline:
+        watch = _Watch()
+        code = watch.run(kubectl, name, deadline)
+        last = watch.last or last
+        if watch.failure is not None:
+            raise PodStartError(name, *watch.failure)
+        if watch.decided.is_set() and watch.last is not None:
+            return watch.last
+        if code:  # the watch itself failed: a real error (NotFound, Forbidden) is raised as such
+            stderr = b"".join(watch.stderr).decode(errors="replace")
+            error = classify_failure(kubectl.argv(["get", "pod", name, "--watch"]), code, stderr)
+            if isinstance(error, NotFoundError):
+                raise PodStartError(name, "NotFound", "the pod disappeared while starting") from error
+            if not isinstance(error, TransientError):
+                raise error
+            logger.debug("watch on pod %s failed, watching again: %s", name, error.message)
+        time.sleep(0.2)  # pause between watches that ended undecided, not a synchronisation
+    phase = last.status.phase if last else "unknown"
+    raise StartupTimeoutError(f"pod {name} was not ready after {timeout:g}s (phase {phase})")
