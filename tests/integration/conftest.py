@@ -47,7 +47,9 @@ class Cluster:
             argv.append(f"--context={self.context}")
         return [*argv, *args]
 
-    def run(self, *args: str, input: bytes | None = None, check: bool = True) -> subprocess.CompletedProcess[bytes]:
+    def run(
+        self, *args: str, input: bytes | None = None, check: bool = True
+    ) -> subprocess.CompletedProcess[bytes]:
         """Run kubectl directly (for assertions about the cluster, never in place of the library)."""
         return subprocess.run(
             self.kubectl_argv(*args),
@@ -60,7 +62,9 @@ class Cluster:
 
     def pods(self) -> list[dict[str, Any]]:
         """This library's pods in the test namespace."""
-        out = self.run("get", "pods", "-n", self.namespace, "-l", f"{MANAGED_BY_LABEL}={MANAGED_BY}", "-o", "json")
+        out = self.run(
+            "get", "pods", "-n", self.namespace, "-l", f"{MANAGED_BY_LABEL}={MANAGED_BY}", "-o", "json"
+        )
         items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
         return [p for p in items if not p["metadata"].get("deletionTimestamp")]
 
