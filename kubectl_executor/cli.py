@@ -1,0 +1,1196 @@
+"""The ``kubectl-executor`` command line (also the kubectl plugin ``kubectl executor``).
+
+The only module that prints, configures logging, or shows progress. Every cluster operation
+still goes through the library (and so through kubectl); this module only parses, picks an exit
+code and formats. Options fall back to ``KUBECTL_EXECUTOR_*`` environment variables through the
+same :class:`~kubectl_executor.settings.Settings` model the library uses.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+try:
+    import click
+except ImportError as exc:  # pragma: no cover - exercised only without the extra
+    raise ImportError(
+        "the kubectl-executor command line needs click: pip install 'kubectl-executor[cli]'"
+    ) from exc
+import pydantic
+
+from . import __version__
+from .errors import (
+    ForbiddenError,
+    InvalidInputError,
+    KubectlExecutorError,
+    KubectlNotFoundError,
+    OutcomeUnknownError,
+)
+from .executor import TIMEOUT_NOTE, KubernetesCommandLineCodeExecutor
+from .gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, collect_garbage, pod_created_at, selector
+from .kubectl import ClusterAccess, Kubectl
+from .manifest import (
+    CONTAINER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_HOST_LABEL,
+    OWNER_PID_LABEL,
+    SESSION_LABEL,
+    validate_dns_label,
+)
+from .models import Pod
+from .pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
+from .results import CodeBlock, CommandLineCodeResult, infer_language
+from .runner import Runner
+from .settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+# -- exit codes ------------------------------------------------------------------------------------
+
+EXIT_OK = 0
+EXIT_CHECK_FAILED = 1  # doctor: a check failed
+EXIT_USAGE = 2  # bad flags or input (click's own usage errors use 2 as well)
+EXIT_TOOL_ERROR = 125  # kubectl-executor or the cluster failed (pod would not start, RBAC, kubectl error)
+EXIT_OUTCOME_UNKNOWN = 126  # the code may have run, its result was lost; do not blindly re-run
+EXIT_KUBECTL_NOT_FOUND = 127  # no kubectl binary
+EXIT_INTERRUPTED = 130  # Ctrl-C
+
+EXIT_CODES_HELP = f"""\b
+Exit codes:
+  0-255  the code's own exit code (124: timed out)
+  {EXIT_USAGE}      usage error (bad flag, file, language, name, JSON)
+  {EXIT_TOOL_ERROR}    kubectl-executor or cluster error (pod cannot start, RBAC, kubectl failed)
+  {EXIT_OUTCOME_UNKNOWN}    outcome unknown: the code may have run, its result was lost
+  {EXIT_KUBECTL_NOT_FOUND}    kubectl not found
+  {EXIT_INTERRUPTED}    interrupted
+With -o json, errors are printed as {{"error": {{"type", "message", "exit_code"}}}} on stdout,
+so a code's own 125-127 can be told from ours."""
+
+EXTENSIONS = {
+    ".py": "python",
+    ".sh": "sh",
+    ".bash": "bash",
+    ".ps1": "pwsh",
+    ".js": "javascript",
+    ".html": "html",
+    ".css": "css",
+}
+
+DEFAULT_UP_DEADLINE = 24 * 3600
+
+
+class Failure(Exception):
+    """A CLI-level error with its exit code (usage problems found after parsing)."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# -- seams for the unit tests -------------------------------------------------------------------
+
+
+def _runner() -> Runner | None:
+    """The process runner for kubectl (None = the real one). Unit tests patch this."""
+    return None
+
+
+def _stderr_is_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+# -- shared options -------------------------------------------------------------------------------
+
+
+def _env_help(field: str, text: str) -> str:
+    return f"{text}  [env: {Settings.env_name(field)}]"
+
+
+def _option(*decls: str, field: str, help: str, **kw: Any) -> Callable[[F], F]:
+    return click.option(*decls, envvar=Settings.env_name(field), help=help, **kw)
+
+
+def access_options(f: F) -> F:
+    """How to reach the cluster: --kubectl --kubeconfig --context -n/--namespace."""
+    for opt in reversed(
+        [
+            _option(
+                "--kubectl",
+                field="kubectl",
+                help="kubectl binary (else $KUBECTL, else PATH)",
+                show_envvar=True,
+            ),
+            _option("--kubeconfig", field="kubeconfig", help="kubeconfig file", show_envvar=True),
+            _option("--context", field="context", help="kubeconfig context", show_envvar=True),
+            _option(
+                "-n",
+                "--namespace",
+                field="namespace",
+                help="namespace (else the context's)",
+                show_envvar=True,
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def pod_options(f: F) -> F:
+    """The pod and the run: --image --timeout --env --print-manifest."""
+    for opt in reversed(
+        [
+            _option(
+                "--image", field="image", help="container image [default: python:3-slim]", show_envvar=True
+            ),
+            _option(
+                "--timeout",
+                field="timeout",
+                type=click.IntRange(min=1),
+                help="seconds per code block [default: 60]",
+                show_envvar=True,
+            ),
+            click.option(
+                "--env",
+                "env",
+                multiple=True,
+                metavar="KEY=VALUE",
+                help="environment variable for the code (repeatable)",
+            ),
+            click.option(
+                "--print-manifest", is_flag=True, help="print the pod that would be created (JSON) and exit"
+            ),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+def output_options(f: F) -> F:
+    """-o/--output, -v/--verbose, -q/--quiet: the same on every command."""
+    for opt in reversed(
+        [
+            click.option(
+                "-o",
+                "--output",
+                type=click.Choice(["text", "json"]),
+                default="text",
+                show_default=True,
+                help="json: the result model on stdout",
+            ),
+            click.option("-v", "--verbose", count=True, help="log more (-vv: kubectl calls)"),
+            click.option("-q", "--quiet", is_flag=True, help="only errors; no progress"),
+        ]
+    ):
+        f = opt(f)
+    return f
+
+
+@dataclass
+class Common:
+    """What every command gets from the shared options."""
+
+    settings: Settings
+    output: str
+    quiet: bool
+    verbose: int
+
+    @property
+    def json(self) -> bool:
+        return self.output == "json"
+
+
+def _setup_logging(verbose: int, quiet: bool) -> None:
+    level = logging.ERROR if quiet else {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    root = logging.getLogger()
+    if not any(getattr(h, "_kx_cli", False) for h in root.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("kubectl-executor: %(levelname)s: %(message)s"))
+        handler._kx_cli = True  # type: ignore[attr-defined]
+        root.addHandler(handler)
+    root.setLevel(level)
+    # `sh` logs every command line at INFO; ours are logged (redacted) by kubectl.py at DEBUG.
+    logging.getLogger("sh").setLevel(logging.DEBUG if verbose >= 3 else logging.WARNING)
+
+
+def command(f: Callable[..., int | None]) -> Callable[..., None]:
+    """Turn the shared options into :class:`Common`, map exceptions to exit codes, exit."""
+
+    @functools.wraps(f)
+    def wrapper(**params: Any) -> None:
+        ctx = click.get_current_context()
+        output = params.pop("output", "text")
+        verbose = params.pop("verbose", 0)
+        quiet = params.pop("quiet", False)
+        access = {k: params.pop(k, None) for k in ("kubectl", "kubeconfig", "context", "namespace")}
+        pod = {k: params.pop(k, None) for k in ("image", "timeout")}
+        _setup_logging(verbose, quiet)
+        code = EXIT_OK
+        try:
+            settings = load_settings(**access, **pod)
+            common = Common(settings=settings, output=output, quiet=quiet, verbose=verbose)
+            code = f(common, **params) or EXIT_OK
+        except KeyboardInterrupt:
+            _report(output, "Interrupted", "interrupted", EXIT_INTERRUPTED)
+            code = EXIT_INTERRUPTED
+        except Failure as exc:
+            _report(output, "UsageError", str(exc), exc.exit_code)
+            code = exc.exit_code
+        except pydantic.ValidationError as exc:
+            _report(output, "InvalidSetting", _validation_message(exc), EXIT_USAGE)
+            code = EXIT_USAGE
+        except KubectlNotFoundError as exc:
+            _report(output, type(exc).__name__, str(exc), EXIT_KUBECTL_NOT_FOUND)
+            code = EXIT_KUBECTL_NOT_FOUND
+        except InvalidInputError as exc:
+            _report(output, type(exc).__name__, str(exc), EXIT_USAGE)
+            code = EXIT_USAGE
+        except OutcomeUnknownError as exc:
+            _report(output, type(exc).__name__, str(exc), EXIT_OUTCOME_UNKNOWN)
+            code = EXIT_OUTCOME_UNKNOWN
+        except KubectlExecutorError as exc:
+            message = str(exc)
+            if isinstance(exc, ForbiddenError):
+                message += "\n  hint: `kubectl-executor doctor` prints the Role this tool needs"
+            _report(output, type(exc).__name__, message, EXIT_TOOL_ERROR)
+            code = EXIT_TOOL_ERROR
+        ctx.exit(code)
+
+    return wrapper
+
+
+def _validation_message(exc: pydantic.ValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        field = ".".join(str(p) for p in err["loc"])
+        parts.append(
+            f"{field} ({Settings.env_name(field) if field in Settings.model_fields else field}): {err['msg']}"
+        )
+    return "invalid setting: " + "; ".join(parts)
+
+
+def _report(output: str, kind: str, message: str, exit_code: int) -> None:
+    if output == "json":
+        click.echo(json.dumps({"error": {"type": kind, "message": message, "exit_code": exit_code}}))
+    else:
+        click.echo(f"kubectl-executor: error: {message}", err=True)
+
+
+def _echo_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, default=str))
+
+
+# -- progress -------------------------------------------------------------------------------------
+
+
+class Progress:
+    """A spinner on stderr while the pod starts, only when stderr is a terminal."""
+
+    FRAMES = "|/-\\"
+
+    def __init__(self, message: str, enabled: bool) -> None:
+        self.message = message
+        self.enabled = enabled
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> Progress:
+        if self.enabled:
+            self._thread = threading.Thread(target=self._spin, daemon=True)
+            self._thread.start()
+        return self
+
+    def _spin(self) -> None:
+        start = time.monotonic()
+        i = 0
+        while True:  # the first frame at once, then one per tick until stopped
+            frame = self.FRAMES[i % len(self.FRAMES)]
+            sys.stderr.write(f"\r{frame} {self.message} ({time.monotonic() - start:.0f}s)")
+            sys.stderr.flush()
+            i += 1
+            if self._stop.wait(0.1):
+                return
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
+def _progress(common: Common, message: str) -> Progress:
+    return Progress(message, enabled=not common.quiet and not common.json and _stderr_is_tty())
+
+
+# -- building executors --------------------------------------------------------------------------
+
+
+def _env_pairs(pairs: Sequence[str]) -> list[dict[str, str]]:
+    env = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Failure(f"--env needs KEY=VALUE, got {pair!r}")
+        env.append({"key": key, "value": value})
+    return env
+
+
+def _executor(
+    common: Common,
+    *,
+    pod: str | None = None,
+    env: Sequence[str] = (),
+    **extra: Any,
+) -> KubernetesCommandLineCodeExecutor:
+    """An executor (not started). ``pod`` attaches to an existing ready pod and never deletes it."""
+    kwargs = common.settings.executor_kwargs(**extra)
+    if pod is not None:
+        kwargs.update(pod_name=validate_dns_label(pod, "pod name"), attach=True)
+    return KubernetesCommandLineCodeExecutor(
+        env_vars=_env_pairs(env) or None, start=False, runner=_runner(), **kwargs
+    )
+
+
+def _kubectl(common: Common) -> Kubectl:
+    s = common.settings
+    access = ClusterAccess(
+        kubectl=s.kubectl,
+        kubeconfig=s.kubeconfig,
+        context=s.context,
+        namespace=s.namespace,
+        remote_control_plane=s.remote_control_plane,
+        certificate_authority=s.certificate_authority,
+        insecure_skip_tls_verify=bool(s.insecure_skip_tls_verify),
+    )
+    return Kubectl(access, runner=_runner())
+
+
+@contextlib.contextmanager
+def _started(
+    common: Common, executor: KubernetesCommandLineCodeExecutor
+) -> Iterator[KubernetesCommandLineCodeExecutor]:
+    """Start (with progress), yield, and always stop: an ephemeral pod is deleted, even on Ctrl-C."""
+    try:
+        with _progress(common, f"starting pod {executor.pod_name}"):
+            executor.start()
+        yield executor
+    finally:
+        executor.stop()
+
+
+def _print_manifest(executor: KubernetesCommandLineCodeExecutor) -> int:
+    try:
+        _echo_json(executor.manifest())
+    finally:
+        executor.stop()  # nothing was created; this only releases the kubectl state
+    return EXIT_OK
+
+
+def _stream_output() -> Callable[[str, bytes], None]:
+    out = sys.stdout.buffer
+    err = sys.stderr.buffer
+
+    def write(stream: str, chunk: bytes) -> None:
+        target = out if stream == "stdout" else err
+        target.write(chunk)
+        target.flush()
+
+    return write
+
+
+def _run_blocks(
+    common: Common, executor: KubernetesCommandLineCodeExecutor, blocks: list[CodeBlock], *, attached: bool
+) -> int:
+    """Run, stream (text) or dump (json) the result; the exit code is the code's."""
+    streamed = False
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        nonlocal streamed
+        streamed = True
+        writer(stream, chunk)
+
+    writer = _stream_output()
+    with _started(common, executor):
+        result = executor.execute_code_blocks(blocks, on_output=None if common.json else on_output)
+    if common.json:
+        _echo_json(result.model_dump(mode="json"))
+    else:
+        _text_epilogue(result, streamed, kept=attached, timeout=executor.timeout)
+    return result.exit_code
+
+
+def _text_epilogue(result: CommandLineCodeResult, streamed: bool, *, kept: bool, timeout: float) -> None:
+    """What the stream did not show: save-only notes, refusals, the timeout note."""
+    if result.timed_out:
+        click.echo(TIMEOUT_NOTE.format(timeout=timeout), err=True)
+    elif not streamed and result.output:
+        click.echo(result.output.rstrip("\n"), err=result.exit_code != 0)
+    if result.truncated and kept and result.log_files:
+        click.echo(f"output was truncated; full log in the pod: {' '.join(result.log_files)}", err=True)
+
+
+# -- the commands ----------------------------------------------------------------------------------
+
+
+class _Group(click.Group):
+    def format_epilog(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        super().format_epilog(ctx, formatter)
+        formatter.write_paragraph()
+        formatter.write_text(EXIT_CODES_HELP)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.version_option(__version__, prog_name="kubectl-executor")
+def cli() -> None:
+    """Run code in a Kubernetes pod, talking to the cluster only through kubectl.
+
+    Every option also reads KUBECTL_EXECUTOR_<OPTION> from the environment (e.g.
+    KUBECTL_EXECUTOR_NAMESPACE); flags win. Bearer-token mode: KUBECTL_EXECUTOR_REMOTE_CONTROL_PLANE
+    with the token in KUBE_TOKEN (never a flag: argv is readable by every local user).
+    """
+
+
+def _epilog(extra: str = "") -> str:
+    return (extra + "\n\n" if extra else "") + EXIT_CODES_HELP
+
+
+def _language_for(path: str | None, lang: str | None, code: str) -> str:
+    if lang:
+        return lang
+    if path is not None:
+        language = EXTENSIONS.get(Path(path).suffix.lower())
+        if language is None:
+            raise Failure(f"cannot tell the language of {path!r} from its extension: pass --lang")
+        return language
+    guessed = infer_language(code)
+    if guessed == "unknown":
+        raise Failure("cannot tell the language of the code on stdin: pass --lang")
+    return guessed
+
+
+@cli.command(
+    epilog=_epilog(
+        "Examples:\n\n\b\n  kubectl-executor run script.py\n  echo 'ls /' | kubectl-executor run --lang sh -"
+    )
+)
+@click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
+@click.option("--lang", help="language (python, sh, bash, pwsh...); default: from the file extension")
+@click.option("--pod", help="run in this existing pod (from `up`) instead of a fresh one")
+@access_options
+@pod_options
+@output_options
+@command
+def run(
+    common: Common, file: str, lang: str | None, pod: str | None, env: tuple[str, ...], print_manifest: bool
+) -> int:
+    """Run FILE (or - for stdin) in a fresh pod that is deleted afterwards."""
+    if file == "-":
+        code = sys.stdin.read()
+        language = _language_for(None, lang, code)
+    else:
+        try:
+            code = Path(file).read_text()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise Failure(f"cannot read {file}: {exc}") from exc
+        language = _language_for(file, lang, code)
+    executor = _executor(common, pod=pod, env=env)
+    if print_manifest:
+        return _print_manifest(executor)
+    return _run_blocks(common, executor, [CodeBlock(code=code, language=language)], attached=pod is not None)
+
+
+@cli.command("exec", epilog=_epilog("Example:\n\n\b\n  kubectl-executor exec -c 'print(6*7)'"))
+@click.option(
+    "-c", "--code", "codes", multiple=True, required=True, help="code to run (repeat: blocks in order)"
+)
+@click.option("--lang", default="python", show_default=True, help="language of the code")
+@click.option("--pod", help="run in this existing pod (from `up`) instead of a fresh one")
+@access_options
+@pod_options
+@output_options
+@command
+def exec_(
+    common: Common,
+    codes: tuple[str, ...],
+    lang: str,
+    pod: str | None,
+    env: tuple[str, ...],
+    print_manifest: bool,
+) -> int:
+    """Run code given with -c; blocks stop at the first non-zero exit."""
+    executor = _executor(common, pod=pod, env=env)
+    if print_manifest:
+        return _print_manifest(executor)
+    blocks = [CodeBlock(code=c, language=lang) for c in codes]
+    return _run_blocks(common, executor, blocks, attached=pod is not None)
+
+
+@cli.command(
+    epilog=_epilog(
+        'Example:\n\n\b\n  kubectl-executor call tools:add --args \'{"a": 1, "b": 2}\' --upload ./tools.py'
+    )
+)
+@click.argument("target", metavar="MODULE:FUNCTION")
+@click.option(
+    "--args", "arguments", default="{}", show_default=True, help="keyword arguments as a JSON object"
+)
+@click.option(
+    "--upload",
+    "uploads",
+    multiple=True,
+    type=click.Path(exists=True, path_type=Path),
+    help="file or directory to upload into the workspace first (repeatable)",
+)
+@click.option("--pod", help="call in this existing pod (from `up`) instead of a fresh one")
+@access_options
+@pod_options
+@output_options
+@command
+def call(
+    common: Common,
+    target: str,
+    arguments: str,
+    uploads: tuple[Path, ...],
+    pod: str | None,
+    env: tuple[str, ...],
+    print_manifest: bool,
+) -> int:
+    """Call FUNCTION of MODULE (a module in the pod's workspace) with --args; print its result."""
+    module, sep, function = target.partition(":")
+    if not sep or not module or not function:
+        raise Failure(f"expected MODULE:FUNCTION, got {target!r}")
+    try:
+        parsed = json.loads(arguments)
+    except json.JSONDecodeError as exc:
+        raise Failure(f"--args is not valid JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise Failure("--args must be a JSON object of keyword arguments")
+    executor = _executor(common, pod=pod, env=env)
+    if print_manifest:
+        return _print_manifest(executor)
+    tools: Any = executor
+    if not hasattr(tools, "execute_tool_function"):
+        executor.stop()
+        raise Failure(
+            "this version of kubectl-executor cannot call functions (no execute_tool_function)",
+            EXIT_TOOL_ERROR,
+        )
+    with _started(common, executor):
+        for path in uploads:
+            tools.upload_from_disk(path)
+        result: CommandLineCodeResult = tools.execute_tool_function(parsed, function, module=module)
+    if common.json:
+        _echo_json(result.model_dump(mode="json"))
+    else:
+        _text_epilogue(result, False, kept=False, timeout=executor.timeout)
+    return result.exit_code
+
+
+_REMOTE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?):(.*)$")
+
+
+def parse_cp_path(spec: str) -> tuple[str | None, str]:
+    """``pod:path`` -> (pod, path); anything else (also ``./a:b``, ``/x:y``) is local: (None, spec)."""
+    m = _REMOTE.match(spec)
+    if m and not spec.startswith(("./", "/")):
+        return m.group(1), m.group(3)
+    return None, spec
+
+
+@cli.command(
+    epilog=_epilog(
+        "Paths in the pod are relative to its workspace.\n\n"
+        "Examples:\n\n\b\n  kubectl-executor cp ./data.csv mypod:in/data.csv\n  kubectl-executor cp mypod:out ./out"
+    )
+)
+@click.argument("source")
+@click.argument("destination")
+@access_options
+@output_options
+@command
+def cp(common: Common, source: str, destination: str) -> int:
+    """Copy a file or directory into (local -> POD:PATH) or out of (POD:PATH -> local) a pod."""
+    src_pod, src_path = parse_cp_path(source)
+    dst_pod, dst_path = parse_cp_path(destination)
+    if (src_pod is None) == (dst_pod is None):
+        raise Failure("exactly one of SOURCE and DESTINATION must be POD:PATH")
+    pod = src_pod or dst_pod
+    assert pod is not None
+    executor = _executor(common, pod=pod)
+    files: Any = executor
+    with _started(common, executor):
+        if dst_pod is not None:
+            local = Path(src_path)
+            if not local.exists():
+                raise Failure(f"{src_path}: no such file or directory")
+            if not hasattr(files, "upload_from_disk"):
+                raise Failure("this version of kubectl-executor cannot upload", EXIT_TOOL_ERROR)
+            written = list(files.upload_from_disk(local, remote_prefix=dst_path.strip("/")))
+            done: dict[str, Any] = {"direction": "upload", "pod": pod, "files": written}
+        else:
+            if not hasattr(files, "download"):
+                raise Failure("this version of kubectl-executor cannot download", EXIT_TOOL_ERROR)
+            written = [str(p) for p in files.download(src_path, Path(dst_path))]
+            done = {"direction": "download", "pod": pod, "files": written}
+    if common.json:
+        _echo_json(done)
+    elif not common.quiet:
+        for path in written:
+            click.echo(path)
+    return EXIT_OK
+
+
+@cli.command(
+    epilog=_epilog(
+        "The pod carries the label kubectl-executor.io/lifetime=long-lived: gc leaves it alone unless\n"
+        "--include-long-lived; `down NAME` deletes it. Use it with run/exec/call/cp --pod NAME."
+    )
+)
+@click.argument("name")
+@click.option(
+    "--deadline",
+    type=click.IntRange(min=0),
+    default=DEFAULT_UP_DEADLINE,
+    show_default=True,
+    help="activeDeadlineSeconds of the pod (0: none)",
+)
+@access_options
+@pod_options
+@output_options
+@command
+def up(common: Common, name: str, deadline: int, env: tuple[str, ...], print_manifest: bool) -> int:
+    """Create a named long-lived pod and wait until it is ready."""
+    validate_dns_label(name, "pod name")
+    executor = _executor(
+        common,
+        env=env,
+        pod_name=name,
+        labels={LIFETIME_LABEL: LONG_LIVED},
+        active_deadline_seconds=deadline or None,
+    )
+    if print_manifest:
+        return _print_manifest(executor)
+    try:
+        kubectl = executor.kubectl
+        existing = get_pod(kubectl, name)
+        if existing is not None:
+            if existing.metadata.labels.get(LIFETIME_LABEL) != LONG_LIVED:
+                raise Failure(f"pod {name} exists and was not made by `up`", EXIT_TOOL_ERROR)
+            pod = existing
+        else:
+            apply_pod(kubectl, executor.manifest())
+            try:
+                with _progress(common, f"starting pod {name}"):
+                    pod = wait_ready(kubectl, name, common.settings.startup_timeout or 300.0)
+            except BaseException:
+                delete_pod(kubectl, name)
+                raise
+    finally:
+        executor.stop()
+    info = _pod_info(pod)
+    if common.json:
+        _echo_json(info)
+    elif not common.quiet:
+        click.echo(
+            f"pod {name} is {'ready' if pod.ready else pod.status.phase} in namespace {info['namespace']}"
+        )
+    return EXIT_OK
+
+
+@cli.command(epilog=_epilog())
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="delete every long-lived pod in the namespace")
+@click.option("--wait", is_flag=True, help="wait until the pods are gone")
+@access_options
+@output_options
+@command
+def down(common: Common, names: tuple[str, ...], all_: bool, wait: bool) -> int:
+    """Delete long-lived pods made by `up` (never pods this tool did not make)."""
+    if not names and not all_:
+        raise Failure("name the pods to delete, or pass --all")
+    kubectl = _kubectl(common)
+    try:
+        targets: list[str] = []
+        missing: list[str] = []
+        if all_:
+            found = list_pods(kubectl, f"{selector()},{LIFETIME_LABEL}={LONG_LIVED}")
+            targets = [p.metadata.name for p in found]
+        for name in names:
+            pod = get_pod(kubectl, validate_dns_label(name, "pod name"))
+            if pod is None:
+                missing.append(name)
+            elif pod.metadata.labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+                raise Failure(
+                    f"pod {name} was not made by kubectl-executor; not deleting it", EXIT_TOOL_ERROR
+                )
+            elif name not in targets:
+                targets.append(name)
+        for name in targets:
+            delete_pod(kubectl, name, wait=wait)
+    finally:
+        kubectl.close()
+    if common.json:
+        _echo_json({"deleted": targets, "not_found": missing})
+    elif not common.quiet:
+        for name in targets:
+            click.echo(f"deleted pod {name}")
+        for name in missing:
+            click.echo(f"pod {name} not found", err=True)
+    return EXIT_OK
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    seconds = max(seconds, 0)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{int(seconds // size)}{unit}"
+    return f"{int(seconds)}s"
+
+
+def _pod_info(pod: Pod) -> dict[str, Any]:
+    labels = pod.metadata.labels
+    created = pod_created_at(pod)
+    return {
+        "name": pod.metadata.name,
+        "namespace": pod.metadata.namespace,
+        "kind": "long-lived" if labels.get(LIFETIME_LABEL) == LONG_LIVED else "session",
+        "phase": pod.status.phase,
+        "ready": pod.ready,
+        "age_seconds": None if created is None else round(time.time() - created),
+        "session": labels.get(SESSION_LABEL),
+        "owner": f"{labels.get(OWNER_HOST_LABEL, '?')}:{labels.get(OWNER_PID_LABEL, '?')}",
+        "image": pod.spec.containers[0].image if pod.spec.containers else None,
+    }
+
+
+def _table(rows: list[list[str]]) -> None:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("   ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
+@cli.command("ls", epilog=_epilog())
+@click.option("-A", "--all-namespaces", is_flag=True, help="list in every namespace")
+@click.option("--long-lived", is_flag=True, help="only pods made by `up`")
+@access_options
+@output_options
+@command
+def ls(common: Common, all_namespaces: bool, long_lived: bool) -> int:
+    """List this tool's pods: long-lived ones (from `up`) and those of running sessions."""
+    sel = selector() + (f",{LIFETIME_LABEL}={LONG_LIVED}" if long_lived else "")
+    kubectl = _kubectl(common)
+    try:
+        pods = list_pods(kubectl, sel, all_namespaces=all_namespaces)
+    finally:
+        kubectl.close()
+    infos = [_pod_info(p) for p in pods]
+    if common.json:
+        _echo_json(infos)
+        return EXIT_OK
+    if not infos:
+        if not common.quiet:
+            click.echo("no kubectl-executor pods", err=True)
+        return EXIT_OK
+    header = (["NAMESPACE"] if all_namespaces else []) + [
+        "NAME",
+        "KIND",
+        "PHASE",
+        "READY",
+        "AGE",
+        "OWNER",
+        "IMAGE",
+    ]
+    rows = [header]
+    for i in infos:
+        rows.append(
+            ([i["namespace"]] if all_namespaces else [])
+            + [
+                i["name"],
+                i["kind"],
+                i["phase"],
+                "yes" if i["ready"] else "no",
+                _age(i["age_seconds"]),
+                i["owner"],
+                i["image"] or "",
+            ]
+        )
+    _table(rows)
+    return EXIT_OK
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration(text: str) -> float:
+    """``90``, ``90s``, ``10m``, ``2h``, ``1d`` -> seconds."""
+    m = _DURATION.match(text.strip())
+    if not m:
+        raise click.BadParameter(f"{text!r} is not a duration like 90s, 10m, 2h or 1d")
+    return float(m.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[m.group(2)]
+
+
+@cli.command(
+    epilog=_epilog(
+        "A pod is deleted when it finished (Failed/Succeeded, e.g. DeadlineExceeded), when its owner\n"
+        "process on this host is gone, or when it is older than --older-than. Pods of live owners and\n"
+        "long-lived pods (from `up`) are kept unless --include-live-owners / --include-long-lived."
+    )
+)
+@click.option(
+    "--older-than",
+    "older_than",
+    metavar="DURATION",
+    help="also delete pods older than this (90s, 10m, 2h, 1d)",
+)
+@click.option("--session", help="only pods of this session id")
+@click.option("--owner-host", help="only pods created from this host")
+@click.option(
+    "--include-live-owners", is_flag=True, help="also pods whose owner process is still running here"
+)
+@click.option("--include-long-lived", is_flag=True, help="also long-lived pods made by `up`")
+@click.option("--dry-run", is_flag=True, help="show what would be deleted, delete nothing")
+@click.option("-A", "--all-namespaces", is_flag=True, help="look in every namespace")
+@access_options
+@output_options
+@command
+def gc(
+    common: Common,
+    older_than: str | None,
+    session: str | None,
+    owner_host: str | None,
+    include_live_owners: bool,
+    include_long_lived: bool,
+    dry_run: bool,
+    all_namespaces: bool,
+) -> int:
+    """Delete this tool's orphaned pods."""
+    ttl = parse_duration(older_than) if older_than is not None else None
+    kubectl = _kubectl(common)
+    try:
+        found = collect_garbage(
+            kubectl,
+            older_than=ttl,
+            session=session,
+            owner_host=owner_host,
+            include_live_owners=include_live_owners,
+            include_long_lived=include_long_lived,
+            dry_run=dry_run,
+            all_namespaces=all_namespaces,
+        )
+    finally:
+        kubectl.close()
+    if common.json:
+        _echo_json([asdict(c) for c in found])
+    elif not common.quiet:
+        _print_gc(found, dry_run)
+    return EXIT_OK
+
+
+def _print_gc(found: list[GcCandidate], dry_run: bool) -> None:
+    if not found:
+        click.echo("nothing to collect", err=True)
+    for c in found:
+        verb = "would delete" if dry_run else "deleted"
+        click.echo(f"{verb} pod {c.namespace}/{c.name}: {c.reason} ({c.detail})")
+
+
+# -- doctor ---------------------------------------------------------------------------------------
+
+# (verb, resource, subresource, why): every call the library makes.
+REQUIRED_ACCESS: list[tuple[str, str, str, str]] = [
+    ("create", "pods", "", "create the pod (kubectl apply)"),
+    ("get", "pods", "", "read the pod (apply, attach)"),
+    ("list", "pods", "", "reuse, ls, gc"),
+    ("watch", "pods", "", "wait until the pod is ready"),
+    ("delete", "pods", "", "stop(), down, gc"),
+    ("create", "pods", "exec", "run code and copy files (exec over SPDY, and WebSocket on 1.31+)"),
+    ("get", "pods", "exec", "run code (exec over WebSocket, kubectl 1.30+ on older servers)"),
+]
+
+SUPPORTED_KUBECTL = ((1, 30), (1, 37))
+
+
+def role_yaml(namespace: str) -> str:
+    """The minimal Role (and a RoleBinding to fill in) for everything the library does."""
+    return f"""\
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata:
+  name: kubectl-executor
+  namespace: {namespace}
+rules:
+  - apiGroups: [""]
+    resources: ["pods"]
+    verbs: ["create", "get", "list", "watch", "delete"]
+  - apiGroups: [""]
+    resources: ["pods/exec"]
+    verbs: ["create", "get"]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata:
+  name: kubectl-executor
+  namespace: {namespace}
+subjects:
+  - kind: User  # or ServiceAccount / Group: whoever runs kubectl-executor
+    name: REPLACE-ME
+    apiGroup: rbac.authorization.k8s.io
+roleRef:
+  kind: Role
+  name: kubectl-executor
+  apiGroup: rbac.authorization.k8s.io
+"""
+
+
+@dataclass
+class Check:
+    name: str
+    status: str  # ok | warn | fail | skip
+    detail: str
+
+
+def _version_tuple(git_version: str) -> tuple[int, int] | None:
+    m = re.match(r"^v?(\d+)\.(\d+)", git_version)
+    return (int(m.group(1)), int(m.group(2))) if m else None
+
+
+IMAGE_TOOLS_SCRIPT = (
+    'for t in sh timeout tar python3 python; do if command -v "$t" >/dev/null 2>&1; '
+    'then echo "$t yes"; else echo "$t no"; fi; done'
+)
+
+
+class Doctor:
+    """The checks, each a method that appends to ``checks``; I/O only through the library."""
+
+    def __init__(self, common: Common, *, skip_pod: bool) -> None:
+        self.common = common
+        self.skip_pod = skip_pod
+        self.checks: list[Check] = []
+        self.namespace = common.settings.namespace or "default"
+        self.missing_access: list[str] = []
+
+    def add(self, name: str, status: str, detail: str) -> None:
+        self.checks.append(Check(name, status, detail))
+        if not self.common.json and not self.common.quiet:
+            mark = {"ok": "ok  ", "warn": "WARN", "fail": "FAIL", "skip": "skip"}[status]
+            click.echo(f"[{mark}] {name}: {detail}")
+
+    def run(self) -> int:
+        try:
+            kubectl = _kubectl(self.common)
+        except KubectlNotFoundError as exc:
+            self.add("kubectl", "fail", str(exc))
+            return self.finish()
+        try:
+            self.check_kubectl(kubectl)
+            self.check_context(kubectl)
+            reachable = self.check_server(kubectl)
+            if reachable:
+                self.check_access(kubectl)
+                executor = _executor(self.common)
+                try:
+                    manifest = executor.manifest()
+                finally:
+                    executor.stop()
+                self.check_dry_run(kubectl, manifest)
+                self.check_image()
+        finally:
+            kubectl.close()
+        return self.finish()
+
+    def finish(self) -> int:
+        failed = any(c.status == "fail" for c in self.checks)
+        if self.common.json:
+            _echo_json(
+                {
+                    "ok": not failed,
+                    "checks": [asdict(c) for c in self.checks],
+                    "missing_access": self.missing_access,
+                    "role": role_yaml(self.namespace) if self.missing_access else None,
+                }
+            )
+        elif self.missing_access:
+            click.echo(
+                f"\nMissing access: {', '.join(self.missing_access)}. The minimal Role to grant "
+                f"(kubectl apply -f -):\n"
+            )
+            click.echo(role_yaml(self.namespace), nl=False)
+        return EXIT_CHECK_FAILED if failed else EXIT_OK
+
+    def check_kubectl(self, kubectl: Kubectl) -> None:
+        done = kubectl.run(["version", "--client", "-o", "json"], check=False)
+        try:
+            version = json.loads(done.stdout)["clientVersion"]["gitVersion"]
+        except (ValueError, KeyError, TypeError):
+            self.add("kubectl", "fail", f"{kubectl.path} did not report its version")
+            return
+        parsed = _version_tuple(version)
+        low, high = SUPPORTED_KUBECTL
+        if parsed is None or not low <= parsed <= high:
+            self.add(
+                "kubectl",
+                "warn",
+                f"{kubectl.path} {version}: outside the tested range {low[0]}.{low[1]}-{high[0]}.{high[1]}",
+            )
+        else:
+            self.add("kubectl", "ok", f"{kubectl.path} {version}")
+
+    def check_context(self, kubectl: Kubectl) -> None:
+        s = self.common.settings
+        if s.remote_control_plane:
+            context = f"bearer-token mode ({s.remote_control_plane})"
+        elif s.context:
+            context = s.context
+        else:
+            done = kubectl.run(["config", "current-context"], check=False)
+            context = done.stdout.decode(errors="replace").strip()
+            if done.returncode != 0 or not context:
+                self.add("context", "fail", "no current context: set one, or pass --context / --kubeconfig")
+                return
+        if not s.namespace:
+            done = kubectl.run(
+                ["config", "view", "--minify", "-o", "jsonpath={.contexts[0].context.namespace}"], check=False
+            )
+            self.namespace = done.stdout.decode(errors="replace").strip() or "default"
+        self.add("context", "ok", f"context {context}, namespace {self.namespace}")
+
+    def check_server(self, kubectl: Kubectl) -> bool:
+        done = kubectl.run(["version", "-o", "json"], check=False, idempotent=False, timeout=30)
+        try:
+            version = json.loads(done.stdout)["serverVersion"]["gitVersion"]
+        except (ValueError, KeyError, TypeError):
+            detail = done.stderr.decode(errors="replace").strip().splitlines()
+            self.add(
+                "server", "fail", f"cannot reach the API server: {detail[-1] if detail else 'no answer'}"
+            )
+            return False
+        self.add("server", "ok", f"API server {version}")
+        return True
+
+    def check_access(self, kubectl: Kubectl) -> None:
+        for verb, resource, sub, why in REQUIRED_ACCESS:
+            args = ["auth", "can-i", verb, resource]
+            if sub:
+                args.append(f"--subresource={sub}")
+            what = f"{verb} {resource}{'/' + sub if sub else ''}"
+            done = kubectl.run(args, check=False, timeout=30)
+            answer = done.stdout.decode(errors="replace").strip().lower()
+            if answer.startswith("yes"):
+                self.add(f"can-i {what}", "ok", why)
+            elif answer.startswith("no"):
+                self.add(f"can-i {what}", "fail", f"not allowed; needed to {why}")
+                self.missing_access.append(what)
+            else:
+                err = done.stderr.decode(errors="replace").strip().splitlines()
+                self.add(f"can-i {what}", "warn", f"could not check ({err[-1] if err else 'no answer'})")
+
+    def check_dry_run(self, kubectl: Kubectl, manifest: dict[str, Any]) -> None:
+        done = kubectl.run(
+            ["apply", "--dry-run=server", "-f", "-", "-o", "name"],
+            stdin=json.dumps(manifest).encode(),
+            check=False,
+        )
+        if done.returncode == 0:
+            self.add(
+                "pod manifest", "ok", "admitted by a server-side dry run (Pod Security, quotas, webhooks)"
+            )
+        else:
+            err = done.stderr.decode(errors="replace").strip()
+            self.add("pod manifest", "fail", f"rejected by a server-side dry run: {err}")
+
+    def check_image(self) -> None:
+        image = self.common.settings.image or "python:3-slim"
+        if self.skip_pod:
+            self.add("image", "skip", "--skip-pod: not starting a test pod")
+            return
+        if self.missing_access:
+            self.add("image", "skip", "missing access: not starting a test pod")
+            return
+        executor = _executor(self.common)
+        try:
+            with _progress(self.common, f"starting test pod {executor.pod_name}"):
+                executor.start()
+            done = executor.kubectl.run(
+                ["exec", executor.pod_name, "-c", CONTAINER, "--", "sh", "-c", IMAGE_TOOLS_SCRIPT],
+                check=False,
+                timeout=60,
+            )
+            found = dict(
+                line.split(" ", 1)
+                for line in done.stdout.decode(errors="replace").splitlines()
+                if " " in line
+            )
+            if done.returncode != 0 or not found:
+                self.add("image", "fail", f"{image}: cannot run sh in it")
+                return
+            missing = [t for t in ("sh", "timeout", "tar") if found.get(t) != "yes"]
+            has_python = "yes" in (found.get("python3"), found.get("python"))
+            if missing:
+                self.add(
+                    "image", "fail", f"{image}: missing {', '.join(missing)} (needed by the in-pod runner)"
+                )
+            elif not has_python:
+                self.add(
+                    "image", "warn", f"{image}: has sh, timeout, tar; no python (python blocks will fail)"
+                )
+            else:
+                self.add("image", "ok", f"{image}: has sh, timeout, tar, python")
+            result = executor.execute_code_blocks([CodeBlock("echo kx-roundtrip", "sh")])
+            if result.exit_code == 0 and result.stdout.strip() == "kx-roundtrip":
+                self.add("run", "ok", f"a code block ran in pod {executor.pod_name}")
+            else:
+                self.add(
+                    "run", "fail", f"a code block failed: exit {result.exit_code}: {result.output.strip()}"
+                )
+        except KubectlExecutorError as exc:
+            self.add("image", "fail", str(exc).splitlines()[0])
+        finally:
+            executor.stop()
+
+
+@cli.command(epilog="Exit codes: 0 all checks passed (warnings allowed), 1 a check failed, 2 usage.")
+@click.option("--skip-pod", is_flag=True, help="do not start a test pod (no image check)")
+@access_options
+@click.option("--image", envvar=Settings.env_name("image"), show_envvar=True, help="image to check")
+@output_options
+@command
+def doctor(common: Common, skip_pod: bool) -> int:
+    """Check kubectl, cluster access, RBAC, the pod manifest and the image."""
+    return Doctor(common, skip_pod=skip_pod).run()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Console-script entry point (``kubectl-executor`` and ``kubectl executor``)."""
+    cli.main(args=list(argv) if argv is not None else None, prog_name="kubectl-executor")
+
+
+# Kept importable for the unit tests and plugin authors.
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EXIT_KUBECTL_NOT_FOUND",
+    "EXIT_OUTCOME_UNKNOWN",
+    "EXIT_TOOL_ERROR",
+    "EXIT_USAGE",
+    "cli",
+    "main",
+    "parse_cp_path",
+    "parse_duration",
+    "role_yaml",
+]
