@@ -1,0 +1,96 @@
+"""The public API: what `kubectl_executor` exports, and that importing it stays light."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import kubectl_executor
+from kubectl_executor import errors
+
+INTENDED = {
+    "KubernetesCommandLineCodeExecutor",
+    "CodeBlock",
+    "CodeResult",
+    "CommandLineCodeResult",
+    "MarkdownCodeExtractor",
+    "ClusterAccess",
+    "Kubectl",
+    "PodOptions",
+    "Resources",
+    "RetryPolicy",
+    "KubectlExecutorError",
+    "InvalidInputError",
+    "UnsafePathError",
+    "KubectlNotFoundError",
+    "KubectlError",
+    "NotFoundError",
+    "ForbiddenError",
+    "ConflictError",
+    "TransientError",
+    "ExecNotStartedError",
+    "PodStartError",
+    "StartupTimeoutError",
+    "OutcomeUnknownError",
+    "TransferError",
+    "__version__",
+}
+
+
+def test_all_is_the_intended_api() -> None:
+    assert set(kubectl_executor.__all__) == INTENDED
+    assert len(kubectl_executor.__all__) == len(set(kubectl_executor.__all__))
+
+
+def test_every_name_in_all_exists() -> None:
+    for name in kubectl_executor.__all__:
+        assert hasattr(kubectl_executor, name), name
+
+
+def test_every_exception_derives_from_the_base() -> None:
+    for name in kubectl_executor.__all__:
+        obj = getattr(kubectl_executor, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, errors.KubectlExecutorError), name
+            assert obj.__module__ == "kubectl_executor.errors", name
+
+
+def test_exception_tree_shape() -> None:
+    e = kubectl_executor
+    assert issubclass(e.InvalidInputError, ValueError)
+    assert issubclass(e.UnsafePathError, e.InvalidInputError)
+    assert issubclass(e.KubectlNotFoundError, FileNotFoundError)
+    for sub in (e.NotFoundError, e.ForbiddenError, e.ConflictError, e.TransientError):
+        assert issubclass(sub, e.KubectlError)
+    assert issubclass(e.ExecNotStartedError, e.TransientError)
+    assert issubclass(e.StartupTimeoutError, TimeoutError)
+    assert not issubclass(e.OutcomeUnknownError, e.KubectlError)
+
+
+def test_every_error_class_is_exported() -> None:
+    defined = {
+        name
+        for name, obj in vars(errors).items()
+        if isinstance(obj, type) and issubclass(obj, BaseException) and obj.__module__ == errors.__name__
+    }
+    assert defined <= set(kubectl_executor.__all__)
+
+
+def test_version() -> None:
+    assert isinstance(kubectl_executor.__version__, str) and kubectl_executor.__version__.count(".") == 2
+
+
+def test_seed_import_line_works() -> None:
+    from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
+
+    assert callable(KubernetesCommandLineCodeExecutor) and callable(CodeBlock)
+
+
+def test_import_is_light() -> None:
+    """sh, tenacity and markdown-it are imported on first use, not by `import kubectl_executor`."""
+    code = (
+        "import sys, kubectl_executor\n"
+        "print(','.join(m for m in ('sh', 'tenacity', 'markdown_it', 'kubernetes') if m in sys.modules))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == ""
