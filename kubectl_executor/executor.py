@@ -48,7 +48,6 @@ from .manifest import (
 from .models import Pod
 from .pod import apply_pod, delete_pod, find_reusable, get_pod, wait_ready
 from .protocol import (
-    LOG_DIR,
     MarkerFilter,
     OutputBudget,
     RunRequest,
@@ -56,9 +55,11 @@ from .protocol import (
     kill_args,
     new_nonce,
 )
+from .dispatcher import ToolsMixin
 from .results import CodeBlock, CommandLineCodeResult, MarkdownCodeExtractor
 from .retry import RetryPolicy, call_with_retry
 from .runner import Runner
+from .transfer import FilesMixin
 
 logger = logging.getLogger(__name__)
 
@@ -90,7 +91,7 @@ class ExecResult:
         self.log_files = log_files
 
 
-class KubernetesCommandLineCodeExecutor:
+class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
     """Runs code blocks in a Kubernetes pod, through kubectl only.
 
     The seed's positional parameters come first and keep their meaning; everything after ``*``
@@ -461,8 +462,9 @@ class KubernetesCommandLineCodeExecutor:
             if outcome is not None:
                 logs = []
                 if outcome.log_kept:
-                    logs = [f"{LOG_DIR}/{request.nonce}.out", f"{LOG_DIR}/{request.nonce}.err"]
-                note = f"full output in the pod at {LOG_DIR}/{request.nonce}.*"
+                    base = f"{outcome.log_dir}/{request.nonce}"
+                    logs = [f"{base}.out", f"{base}.err"]
+                note = f"full output in the pod at {outcome.log_dir}/{request.nonce}.*"
                 return ExecResult(
                     outcome.exit_code,
                     out.value(note),
@@ -474,11 +476,12 @@ class KubernetesCommandLineCodeExecutor:
             if done.timed_out and marker.started:
                 self._kill_in_pod(request.nonce)
                 return ExecResult(124, out.value(), err.value(), True, out.truncated, [])
-            stderr_text = err.value().decode(errors="replace")
-            if not marker.started and done.returncode != 0:
-                raise classify_failure(done.argv, done.returncode, stderr_text, exec_call=True)
             if done.timed_out:
+                # kubectl hung before or after the start: the run may still be going in the pod.
                 self._kill_in_pod(request.nonce)
+            elif not marker.started and done.returncode != 0:
+                stderr_text = err.value().decode(errors="replace")
+                raise classify_failure(done.argv, done.returncode, stderr_text, exec_call=True)
             raise OutcomeUnknownError(
                 f"the run in pod {self._pod_name} ended without its completion marker "
                 f"(kubectl exit code {done.returncode}); the code may or may not have run "

@@ -84,10 +84,14 @@ _SECRET_FLAG = re.compile(r"^(--(?:token|password|client-key|username)[= ]?)(.*)
 
 
 def redact(argv: Sequence[str]) -> list[str]:
-    """Hide values of secret-bearing flags (we never put one on argv; this is a second fence)."""
+    """Hide values of secret-bearing flags (we never put one on argv; this is a second fence),
+    and shorten fixed in-pod scripts so that error messages stay readable."""
     out: list[str] = []
     hide_next = False
     for arg in argv:
+        if "\n" in arg and len(arg) > 200:
+            out.append(f"<script {len(arg)} bytes>")
+            continue
         if hide_next:
             out.append("<redacted>")
             hide_next = False
@@ -113,6 +117,7 @@ _NOT_STARTED = (
     "does not have a host assigned",
     "unable to connect to the server",
     "connection refused",
+    "was refused - did you specify the right host or port",
 )
 _TRANSIENT = (
     "(toomanyrequests)",
@@ -130,6 +135,7 @@ _TRANSIENT = (
     "http2: client connection lost",
     "etcdserver: request timed out",
     "an error on the server",
+    "was refused - did you specify the right host or port",
 )
 
 

@@ -78,48 +78,63 @@ class Outcome:
     exit_code: int
     timed_out: bool
     log_kept: bool
+    log_dir: str = LOG_DIR
 
 
 class MarkerFilter:
     """Streams stdout through, minus the start marker and the exit marker.
 
-    Holds back just enough bytes to recognise the exit marker at the end; everything before it
-    goes to ``sink`` as it arrives.
+    Only bytes that could be the beginning of the exit marker are held back, so output reaches
+    ``sink`` as it arrives (a progress line is not delayed until the program ends).
     """
 
-    _HOLD = 96
+    _MAX_HOLD = 8192  # a "marker" longer than this is not ours: let it through
 
     def __init__(self, nonce: str, sink: Sink) -> None:
         self._start = f"__KX_START_{nonce}__\n".encode()
-        self._exit = re.compile(rb"\n__KX_EXIT_" + nonce.encode() + rb"__ (\d+) ([01]) ([01])\n$")
+        self._head = f"\n__KX_EXIT_{nonce}__ ".encode()
+        self._exit = re.compile(
+            rb"\n__KX_EXIT_" + nonce.encode() + rb"__ (\d+) ([01]) ([01])(?: ([^\n]*))?\n$"
+        )
         self._sink = sink
         self._pending = b""
+        self._checked_start = False
         self.started = False
         self.outcome: Outcome | None = None
 
     def feed(self, chunk: bytes) -> None:
         self._pending += chunk
-        if not self.started:
-            if len(self._pending) < len(self._start):
+        if not self._checked_start:
+            if len(self._pending) < len(self._start) and self._start.startswith(self._pending):
                 return
+            self._checked_start = True
             if self._pending.startswith(self._start):
                 self.started = True
                 self._pending = self._pending[len(self._start) :]
-            else:
-                # Not our runner speaking (e.g. the shell failed): pass it through as is.
-                self.started = False
-                self._start = b"\x00never"
-        if len(self._pending) > self._HOLD:
-            cut = len(self._pending) - self._HOLD
+            # else: not our runner speaking (the shell failed): everything passes through.
+        cut = self._safe_length()
+        if cut:
             self._sink(self._pending[:cut])
             self._pending = self._pending[cut:]
+
+    def _safe_length(self) -> int:
+        """How many leading bytes of what is pending cannot be part of the exit marker."""
+        pending = self._pending
+        found = pending.rfind(self._head)
+        if found != -1 and len(pending) - found <= self._MAX_HOLD:
+            return found
+        for k in range(min(len(self._head) - 1, len(pending)), 0, -1):
+            if pending.endswith(self._head[:k]):
+                return len(pending) - k
+        return len(pending)
 
     def close(self) -> Outcome | None:
         """End of stream: find the marker in what is held back; flush the rest."""
         m = self._exit.search(self._pending)
         if m and self.started:
             self._sink(self._pending[: m.start()])
-            self.outcome = Outcome(int(m.group(1)), m.group(2) == b"1", m.group(3) == b"1")
+            log_dir = m.group(4).decode(errors="replace") if m.group(4) else LOG_DIR
+            self.outcome = Outcome(int(m.group(1)), m.group(2) == b"1", m.group(3) == b"1", log_dir)
         else:
             self._sink(self._pending)
         self._pending = b""

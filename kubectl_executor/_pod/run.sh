@@ -5,7 +5,7 @@
 #   <relative file path>
 #   <nenv lines KEY=VALUE>
 #   <code bytes until EOF>
-# stdout: __KX_START_<nonce>__, the program's stdout, then \n__KX_EXIT_<nonce>__ <rc> <timed_out> <log_kept>
+# stdout: __KX_START_<nonce>__, the program's stdout, then \n__KX_EXIT_<nonce>__ <rc> <timed_out> <log_kept> <log_dir>
 # stderr: the program's stderr.
 set -u
 IFS=' ' read -r magic nonce tmo kafter runner budget nenv || exit 97
@@ -21,7 +21,7 @@ done
 export PYTHONUNBUFFERED=1
 logs=/tmp/kx-logs
 finish() {
-  printf '\n__KX_EXIT_%s__ %s %s %s\n' "$nonce" "$1" "$2" "$3"
+  printf '\n__KX_EXIT_%s__ %s %s %s %s\n' "$nonce" "$1" "$2" "$3" "$logs"
   exit 0
 }
 fail() {
@@ -44,7 +44,10 @@ case "$runner" in
   none) printf '__KX_START_%s__\n' "$nonce"; finish 0 0 0 ;;
   *) fail "unknown runner $runner" ;;
 esac
-mkdir -p "$logs" 2>/dev/null
+# Logs and the exit status need a writable place: /tmp, else HOME, else the workspace.
+for logs in /tmp/kx-logs "${HOME:-/nonexistent}/.kx-logs" "$work_dir/.kx-logs"; do
+  mkdir -p "$logs" 2>/dev/null && [ -w "$logs" ] && break
+done
 out="$logs/$nonce.out"; err="$logs/$nonce.err"; rcf="$logs/$nonce.rc"; pidf="$logs/$nonce.pid"
 # The watchdog starts first, so if it is gone when the program ends the deadline has passed.
 sleep "$tmo" >/dev/null 2>&1 </dev/null &
@@ -68,8 +71,10 @@ if kill -0 "$watchdog" 2>/dev/null; then
 elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
   timed_out=1
 fi
-size=$(( $(wc -c <"$out") + $(wc -c <"$err") ))
 kept=1
-if [ "$size" -le "$budget" ]; then rm -f -- "$out" "$err"; kept=0; fi
+if [ "$(wc -c <"$out" 2>/dev/null || echo 0)" -le "$budget" ] &&
+   [ "$(wc -c <"$err" 2>/dev/null || echo 0)" -le "$budget" ]; then
+  rm -f -- "$out" "$err"; kept=0
+fi
 rm -f -- "$rcf" "$pidf"
 finish "$rc" "$timed_out" "$kept"

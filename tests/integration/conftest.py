@@ -12,70 +12,16 @@ this library may be left in the test namespace.
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
 import shutil
-import subprocess
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from kx_cluster import Cluster, ExecutorFactory
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor.manifest import MANAGED_BY, MANAGED_BY_LABEL
-
-
-@dataclass
-class Cluster:
-    """Where integration tests run: everything a test needs to reach it with kubectl."""
-
-    kubectl: str
-    kubeconfig: str | None
-    context: str | None
-    namespace: str
-    image: str
-    emulator: Any = None  # kube_emulator.Emulator when local
-    env: dict[str, str] = field(default_factory=dict)
-
-    def kubectl_argv(self, *args: str) -> list[str]:
-        argv = [self.kubectl]
-        if self.kubeconfig:
-            argv.append(f"--kubeconfig={self.kubeconfig}")
-        if self.context:
-            argv.append(f"--context={self.context}")
-        return [*argv, *args]
-
-    def run(
-        self, *args: str, input: bytes | None = None, check: bool = True
-    ) -> subprocess.CompletedProcess[bytes]:
-        """Run kubectl directly (for assertions about the cluster, never in place of the library)."""
-        return subprocess.run(
-            self.kubectl_argv(*args),
-            input=input,
-            capture_output=True,
-            check=check,
-            env={**os.environ, **self.env},
-            timeout=120,
-        )
-
-    def pods(self) -> list[dict[str, Any]]:
-        """This library's pods in the test namespace."""
-        out = self.run(
-            "get", "pods", "-n", self.namespace, "-l", f"{MANAGED_BY_LABEL}={MANAGED_BY}", "-o", "json"
-        )
-        items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
-        return [p for p in items if not p["metadata"].get("deletionTimestamp")]
-
-    def executor_kwargs(self) -> dict[str, Any]:
-        return {
-            "kubectl": self.kubectl,
-            "kubeconfig": self.kubeconfig,
-            "context": self.context,
-            "namespace": self.namespace,
-            "image": self.image,
-        }
 
 
 def _kubectl_path() -> str:
@@ -128,9 +74,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-
-
-ExecutorFactory = Callable[..., KubernetesCommandLineCodeExecutor]
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ import hashlib
 import json
 
 import pytest
+from kx_cluster import Cluster, ExecutorFactory
 
 from kubectl_executor import (
     CodeBlock,
@@ -13,8 +14,6 @@ from kubectl_executor import (
     KubernetesCommandLineCodeExecutor,
     PodStartError,
 )
-
-from .conftest import Cluster, ExecutorFactory
 
 pytestmark = pytest.mark.integration
 

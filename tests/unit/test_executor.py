@@ -619,13 +619,6 @@ def test_timeout_through_the_real_run_sh(make: Make, fake_runner: FakeRunner, tm
     assert result.stdout == "start\n"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG executor.py _run: when kubectl is killed at the client deadline before the start marker "
-    "arrived, `not marker.started and done.returncode != 0` (returncode is -9) raises a generic "
-    "KubectlError('kubectl exited with -9') via classify_failure; the later `if done.timed_out: "
-    "self._kill_in_pod(...)` is unreachable, so nothing stops a run that may be going on in the pod",
-)
 def test_client_deadline_before_start_marker_is_outcome_unknown(make: Make, fake_runner: FakeRunner) -> None:
     ex = make(timeout=2)
     fake_runner.exec_replies.append(lambda req: ExecReply(b"", hang=True))

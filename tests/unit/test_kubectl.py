@@ -390,12 +390,6 @@ def test_transient(stderr: str) -> None:
     assert type(err) is TransientError
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG kubectl.py classify_failure: kubectl's summary line for a refused connection "
-    "('The connection to the server H:P was refused - did you specify the right host or port?'), which is "
-    "all it prints for `get --raw` or with a warm discovery cache, is not matched by _TRANSIENT",
-)
 def test_refused_connection_summary_alone_is_transient() -> None:
     stderr = (
         "The connection to the server 127.0.0.1:6443 was refused - did you specify the right host or port?\n"
