@@ -17,6 +17,7 @@ from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import Any
 
+from .dispatcher import ToolsMixin
 from .errors import (
     ExecNotStartedError,
     InvalidInputError,
@@ -55,7 +56,6 @@ from .protocol import (
     kill_args,
     new_nonce,
 )
-from .dispatcher import ToolsMixin
 from .results import CodeBlock, CommandLineCodeResult, MarkdownCodeExtractor
 from .retry import RetryPolicy, call_with_retry
 from .runner import Runner
