@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dispatcher import ToolsMixin
 from .errors import (
@@ -60,6 +60,10 @@ from .results import CodeBlock, CommandLineCodeResult, MarkdownCodeExtractor
 from .retry import RetryPolicy, call_with_retry
 from .runner import Runner
 from .transfer import FilesMixin
+
+if TYPE_CHECKING:
+    from .pool import WarmPool
+    from .session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -135,6 +139,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         on_output: OutputCallback | None = None,
         runner: Runner | None = None,
         retry: RetryPolicy | None = None,
+        session: bool = False,
+        stateful: bool = False,
+        pool: WarmPool | None = None,
     ) -> None:
         if not isinstance(timeout, (int, float)) or timeout < 1:
             raise InvalidInputError("timeout must be a number of seconds >= 1")
@@ -202,6 +209,14 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             retry=retry,
         )
         self._namespace = namespace
+        # Persistent session (one kubectl exec for all blocks); stateful implies it.
+        self._use_session = session or stateful
+        self._stateful = stateful
+        self._session: Session | None = None
+        if pool is not None and (pool.work_dir != str(work) or pool.namespace != namespace):
+            raise InvalidInputError("pool= must have the executor's work_dir and namespace")
+        self._pool = pool
+        self._from_pool = False  # the pod was claimed from self._pool
         _live.add(self)
         if start:
             self.start()
@@ -268,6 +283,11 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             self._reused = True
             self._extra_env = {**self._env, **self._extra_env}
             return
+        if self._pool is not None:
+            pod = self._pool.claim(self._session_id, timeout=self._startup_timeout)
+            self._pod, self._pod_name, self._from_pool = pod, pod.metadata.name, True
+            self._extra_env = {**self._env, **self._extra_env}
+            return
         if self._shared_resources:
             found = find_reusable(self._kubectl, self._image, str(self._work_dir))
             if found is not None:
@@ -293,6 +313,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
     def stop(self) -> None:
         """Delete the pod we created (not a reused one); idempotent; NotFound is fine."""
         try:
+            self._close_session()
+            self._release_pool_pod()
             if self._created and not self._keep_pod:
                 delete_pod(self._kubectl, self._pod_name)
             elif self._created:
@@ -309,6 +331,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     def restart(self) -> None:
         """Stop, then create a fresh pod with the same options."""
+        self._close_session()
+        self._release_pool_pod()
         self._extra_env.clear()
         if self._created and not self._keep_pod:
             delete_pod(self._kubectl, self._pod_name, wait=self._fixed_name is not None)
@@ -320,6 +344,31 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             self._pod_options = self._pod_options.model_copy(update={"name": self._pod_name})
         _live.add(self)
         self.start()
+
+    def _close_session(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            session.close()
+
+    def _release_pool_pod(self) -> None:
+        if self._from_pool and self._pool is not None:
+            self._from_pool = False
+            self._pool.release(self._pod_name)
+
+    def _session_for_pod(self) -> Session:
+        """The persistent session to the current pod (made on first use)."""
+        from .session import Session
+
+        if self._session is None or self._session.pod != self._pod_name:
+            self._close_session()
+            self._session = Session(
+                self._kubectl,
+                self._pod_name,
+                stateful=self._stateful,
+                max_output_bytes=self._max_output_bytes,
+                session_id=self._session_id,
+            )
+        return self._session
 
     def _delete_quietly(self) -> None:
         try:
@@ -432,6 +481,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             budget=self._max_output_bytes,
             env=dict(self._extra_env),
         )
+        if self._use_session:
+            return self._session_for_pod().run(request, callback)
         args = exec_args(self._pod_name, CONTAINER)
         # Beyond the in-pod deadline, a generous margin for kubectl start-up and transfer.
         client_deadline = request.timeout + request.kill_after + 30.0 + len(code) / 1e6

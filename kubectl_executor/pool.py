@@ -1,0 +1,395 @@
+"""Warm pods: a pool keeps N Ready pods so that "I need a pod" costs a label call, not a start-up.
+
+Pods of a pool carry this library's ownership labels plus ``kubectl-executor.io/pool=<name>``.
+Claiming is ONE kubectl call that is atomic on the server::
+
+    kubectl label pod P kubectl-executor.io/claimed=<id> <owner labels> --overwrite --resource-version=<rv>
+
+If another client claimed P first, its resourceVersion moved on and ours is refused (Conflict), so
+we try the next pod: several threads or processes can share a pool without double-claiming.
+The claim also moves the ownership labels (session, host, pid, created-at) to the claimer, so
+``gc`` treats the pod as the claimer's from then on.
+
+A background thread (no signal handlers) tops the pool up to ``size`` unclaimed pods created by
+this pool object; claimed pods are deleted on release unless reuse is asked for; ``close()``
+deletes the unclaimed pods this object created (each claimed first, so no other client can be
+handed a pod that is being deleted).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import random
+import threading
+import time
+from typing import Any
+
+from .errors import (
+    ConflictError,
+    InvalidInputError,
+    KubectlError,
+    KubectlExecutorError,
+    NotFoundError,
+    PodStartError,
+    StartupTimeoutError,
+)
+from .kubectl import ClusterAccess, Kubectl
+from .manifest import (
+    CREATED_AT_LABEL,
+    OWNER_HOST_LABEL,
+    OWNER_PID_LABEL,
+    SESSION_LABEL,
+    PodOptions,
+    Resources,
+    build_pod_manifest,
+    generate_pod_name,
+    label_safe,
+    ownership_labels,
+    validate_dns_label,
+    validate_label_value,
+)
+from .models import Pod
+from .pod import delete_pod, get_pod, list_pods, start_failure, wait_ready
+from .protocol import new_nonce
+from .retry import RetryPolicy
+from .runner import Runner
+
+logger = logging.getLogger(__name__)
+
+POOL_LABEL = "kubectl-executor.io/pool"
+CLAIMED_LABEL = "kubectl-executor.io/claimed"
+CLOSING = "closing"
+
+
+class WarmPool:
+    """Keeps ``size`` Ready pods of one spec; :meth:`claim` hands one out exclusively.
+
+    ``kubectl`` is a :class:`Kubectl` to share, or the kubectl binary (like the executor's
+    ``kubectl=``). Pod options mean what they mean on the executor.
+    """
+
+    def __init__(
+        self,
+        size: int = 2,
+        image: str = "python:3-slim",
+        *,
+        name: str = "default",
+        namespace: str | None = None,
+        kubectl: Kubectl | str | None = None,
+        kubeconfig: str | None = None,
+        context: str | None = None,
+        work_dir: str = "/workspace",
+        env: dict[str, str] | None = None,
+        labels: dict[str, str] | None = None,
+        resources: Resources | None = None,
+        hardened: bool = True,
+        run_as_user: int = 1000,
+        read_only_root_filesystem: bool = False,
+        runtime_class_name: str | None = None,
+        active_deadline_seconds: int | None = 6 * 3600,
+        pod_overrides: dict[str, Any] | None = None,
+        startup_timeout: float = 300.0,
+        reuse: bool = False,
+        refill_interval: float = 5.0,
+        runner: Runner | None = None,
+        retry: RetryPolicy | None = None,
+        start: bool = True,
+    ) -> None:
+        if not isinstance(size, int) or size < 0:
+            raise InvalidInputError("size must be an int >= 0")
+        validate_dns_label(name, "pool name")
+        if namespace is not None:
+            validate_dns_label(namespace, "namespace")
+        if not work_dir.startswith("/"):
+            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
+        self.size = size
+        self.name = name
+        self.image = image
+        self.work_dir = work_dir
+        self.reuse = reuse
+        self.startup_timeout = startup_timeout
+        self.refill_interval = refill_interval
+        self.pool_id = new_nonce()[:16]
+        self._options = PodOptions(
+            name="placeholder",
+            image=image,
+            work_dir=work_dir,
+            env=dict(env or {}),
+            labels={**(labels or {}), POOL_LABEL: name},
+            resources=resources or Resources(),
+            hardened=hardened,
+            run_as_user=run_as_user,
+            run_as_group=run_as_user,
+            read_only_root_filesystem=read_only_root_filesystem,
+            runtime_class_name=runtime_class_name,
+            active_deadline_seconds=active_deadline_seconds,
+            pod_overrides=pod_overrides or {},
+        )
+        self._owns_kubectl = not isinstance(kubectl, Kubectl)
+        if isinstance(kubectl, Kubectl):
+            self._kubectl = kubectl
+        else:
+            self._kubectl = Kubectl(
+                ClusterAccess(kubectl=kubectl, kubeconfig=kubeconfig, context=context, namespace=namespace),
+                runner=runner,
+                retry=retry,
+            )
+        self.namespace = namespace or self._kubectl.access.namespace
+        self._cond = threading.Condition()
+        self._ready = 0  # own unclaimed Ready pods, as of the last refill pass
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._failures = 0
+        self._closed = False
+        _live.add(self)
+        if start:
+            self.start()
+
+    @property
+    def kubectl(self) -> Kubectl:
+        return self._kubectl
+
+    # -- selectors ----------------------------------------------------------------------------
+
+    @property
+    def _free_selector(self) -> str:
+        """Unclaimed pods of this pool, whoever made them."""
+        return f"{POOL_LABEL}={self.name},!{CLAIMED_LABEL}"
+
+    @property
+    def _own_selector(self) -> str:
+        """Unclaimed pods of this pool made by this object."""
+        return f"{self._free_selector},{SESSION_LABEL}={self.pool_id}"
+
+    # -- the refill thread --------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Start topping the pool up in the background (idempotent)."""
+        if self._closed:
+            raise InvalidInputError("this pool is closed")
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._refill_loop, name=f"kx-pool-{self.name}", daemon=True
+            )
+            self._thread.start()
+
+    def wait_warm(self, timeout: float | None = None, count: int | None = None) -> bool:
+        """Block until ``count`` (default: size) pods made by this pool are Ready and unclaimed."""
+        want = self.size if count is None else count
+        with self._cond:
+            return (
+                self._cond.wait_for(lambda: self._ready >= want or self._closed, timeout) and not self._closed
+            )
+
+    def _refill_loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._refill_once()
+                self._failures = 0
+            except KubectlExecutorError as exc:
+                self._failures += 1
+                logger.warning("pool %s: refill failed (%d in a row): %s", self.name, self._failures, exc)
+            # Back off after failures (a bad image must not become a pod-creating loop).
+            pause = min(self.refill_interval * (2 ** min(self._failures, 6)), 300.0)
+            self._wake.wait(pause if self._failures else self.refill_interval)
+            self._wake.clear()
+
+    def _refill_once(self) -> None:
+        live: list[Pod] = []
+        for pod in list_pods(self._kubectl, self._own_selector):
+            if pod.metadata.deletion_timestamp:
+                continue
+            failure = start_failure(pod)
+            if failure is not None:
+                self._discard(pod.metadata.name, f"{failure[0]}: {failure[1]}")
+                continue
+            live.append(pod)
+        self._set_ready(sum(1 for p in live if p.ready))
+        missing = self.size - len(live)
+        names = self._create(missing) if missing > 0 and not self._stopping.is_set() else []
+        waiting = names + [p.metadata.name for p in live if not p.ready]
+        failed: str | None = None
+        for pod_name in waiting:
+            if self._stopping.is_set():
+                return
+            if self._await_ready(pod_name) is None:
+                failed = pod_name
+            else:
+                with self._cond:
+                    self._ready += 1
+                    self._cond.notify_all()
+        if failed is not None and not self._stopping.is_set():
+            raise PodStartError(failed, "NotReady", "a pool pod did not become ready")
+
+    def _create(self, count: int) -> list[str]:
+        """Create ``count`` pods with ONE kubectl apply (a List)."""
+        labels = ownership_labels(self.pool_id, int(time.time()), os.getpid())
+        items = []
+        names = []
+        for _ in range(count):
+            pod_name = generate_pod_name()
+            names.append(pod_name)
+            items.append(build_pod_manifest(self._options.model_copy(update={"name": pod_name}), labels))
+        body = {"apiVersion": "v1", "kind": "List", "items": items}
+        self._kubectl.run(["apply", "-f", "-"], stdin=json.dumps(body).encode())
+        logger.info("pool %s: created %d pod(s)", self.name, count)
+        return names
+
+    def _await_ready(self, pod_name: str) -> Pod | None:
+        """Wait in short slices so that close() is noticed; a pod that cannot start is deleted."""
+        deadline = time.monotonic() + self.startup_timeout
+        while not self._stopping.is_set():
+            try:
+                return wait_ready(self._kubectl, pod_name, max(min(2.0, deadline - time.monotonic()), 0.1))
+            except StartupTimeoutError:
+                if time.monotonic() >= deadline:
+                    self._discard(pod_name, "not ready in time")
+                    return None
+            except PodStartError as exc:
+                self._discard(pod_name, f"{exc.reason}: {exc.message}")
+                return None
+        return None
+
+    def _discard(self, pod_name: str, why: str) -> None:
+        logger.warning("pool %s: deleting pod %s (%s)", self.name, pod_name, why)
+        try:
+            delete_pod(self._kubectl, pod_name)
+        except KubectlExecutorError as exc:
+            logger.warning("pool %s: could not delete pod %s: %s", self.name, pod_name, exc)
+
+    def _set_ready(self, count: int) -> None:
+        with self._cond:
+            self._ready = count
+            self._cond.notify_all()
+
+    # -- claiming -----------------------------------------------------------------------------
+
+    def claim(self, owner: str | None = None, *, timeout: float | None = None) -> Pod:
+        """Take a Ready pod for exclusive use; waits (up to ``timeout``, default startup_timeout)
+        while the pool refills. ``owner`` (a label value, e.g. an executor's session id) becomes
+        the pod's session label."""
+        if self._closed:
+            raise InvalidInputError("this pool is closed")
+        claim_id = validate_label_value(owner) if owner else new_nonce()[:16]
+        deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
+        self.start()
+        while True:
+            candidates = [
+                p
+                for p in list_pods(self._kubectl, self._free_selector)
+                if p.ready and not p.metadata.deletion_timestamp
+            ]
+            random.shuffle(candidates)  # spread concurrent claimers over the pods
+            for pod in candidates:
+                claimed = self._try_claim(pod, claim_id)
+                if claimed is not None:
+                    if pod.metadata.labels.get(SESSION_LABEL) == self.pool_id:
+                        with self._cond:
+                            self._ready = max(self._ready - 1, 0)
+                    self._wake.set()  # refill now
+                    logger.info("pool %s: claimed pod %s", self.name, claimed.metadata.name)
+                    return claimed
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise StartupTimeoutError(f"pool {self.name} had no Ready pod to claim in time")
+            self._wake.set()
+            with self._cond:  # woken when one of our pods turns Ready; re-list for others' pods
+                self._cond.wait(min(remaining, 1.0))
+
+    def _try_claim(self, pod: Pod, claim_id: str) -> Pod | None:
+        name = pod.metadata.name
+        labels = {
+            CLAIMED_LABEL: claim_id,
+            SESSION_LABEL: claim_id,
+            OWNER_HOST_LABEL: label_safe(_hostname()),
+            OWNER_PID_LABEL: str(os.getpid()),
+            CREATED_AT_LABEL: str(int(time.time())),
+        }
+        args = [
+            "label",
+            "pod",
+            name,
+            *(f"{k}={v}" for k, v in labels.items()),
+            "--overwrite",
+            f"--resource-version={pod.metadata.resource_version}",
+            "-o",
+            "json",
+        ]
+        try:
+            return Pod.model_validate(json.loads(self._kubectl.run(args).stdout))
+        except NotFoundError:
+            return None
+        except ConflictError:
+            # Someone else's, unless a retried call of ours had already succeeded.
+            now = get_pod(self._kubectl, name)
+            if now is not None and now.metadata.labels.get(CLAIMED_LABEL) == claim_id:
+                return now
+            return None
+
+    def release(self, pod_name: str, *, reuse: bool | None = None) -> None:
+        """Done with a claimed pod: delete it (default), or with ``reuse`` hand it back to the
+        pool (files and processes of the previous user stay in it)."""
+        if self.reuse if reuse is None else reuse:
+            labels = ownership_labels(self.pool_id, int(time.time()), os.getpid())
+            args = ["label", "pod", pod_name, f"{CLAIMED_LABEL}-", "--overwrite"]
+            args += [f"{k}={v}" for k, v in labels.items()]
+            try:
+                self._kubectl.run(args)
+                self._wake.set()
+                return
+            except KubectlError as exc:
+                logger.warning("pool %s: could not return pod %s, deleting it: %s", self.name, pod_name, exc)
+        delete_pod(self._kubectl, pod_name)
+        self._wake.set()
+
+    # -- shutdown -----------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop refilling and delete the unclaimed pods this pool created (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stopping.set()
+        self._wake.set()
+        with self._cond:
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        try:
+            for pod in list_pods(self._kubectl, self._own_selector):
+                # Claim first: a pod being deleted must not be handed to another client.
+                if self._try_claim(pod, CLOSING) is not None:
+                    delete_pod(self._kubectl, pod.metadata.name)
+        finally:
+            if self._owns_kubectl:
+                self._kubectl.close()
+            _live.discard(self)
+
+    def __enter__(self) -> WarmPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _hostname() -> str:
+    import socket
+
+    return socket.gethostname()
+
+
+# Best effort: a pool never closed deletes its unclaimed pods at interpreter exit.
+_live: set[WarmPool] = set()
+
+
+@atexit.register
+def _close_all() -> None:
+    for pool in list(_live):
+        try:
+            pool.close()
+        except Exception as exc:
+            logger.warning("could not close pool %s: %s", pool.name, exc)
