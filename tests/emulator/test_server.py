@@ -169,6 +169,16 @@ def test_label_resource_version_conflict(kubectl: Kubectl, emulator: Emulator) -
     assert labels == {"one": "1"}
     kubectl.ok("annotate", "pod", "rv", "note=x")
     assert kubectl.json("get", "pod", "rv")["metadata"]["annotations"] == {"note": "x"}
+    # PUT with a stale resourceVersion is a Conflict too; with the current one it applies
+    current = kubectl.json("get", "pod", "rv")
+    stale = json.loads(json.dumps(current))
+    stale["metadata"]["resourceVersion"] = rv
+    path = f"/api/v1/namespaces/{kubectl.namespace}/pods/rv"
+    code, status = _http(emulator, path, "PUT", stale)
+    assert (code, status["reason"]) == (409, "Conflict")
+    current["metadata"]["labels"]["three"] = "3"
+    code, updated = _http(emulator, path, "PUT", current)
+    assert code == 200 and updated["metadata"]["labels"]["three"] == "3"
 
 
 def test_namespace_create_label_delete(kubectl: Kubectl, emulator: Emulator) -> None:
@@ -244,10 +254,10 @@ def test_wait_survives_ready_between_list_and_watch(kubectl: Kubectl,
     assert emulator.faults.fired(fault=fault) == 1
 
 
-def test_watch_streams_events(kubectl132: Kubectl, emulator: Emulator) -> None:
-    ns = kubectl132.namespace
+def test_watch_streams_events(kubectl: Kubectl, emulator: Emulator) -> None:
+    ns = kubectl.namespace
     baseline = emulator.watch_count()
-    watcher = kubectl132.popen("get", "pods", "--watch", "-o", "name", stdout=subprocess.PIPE,
+    watcher = kubectl.popen("get", "pods", "--watch", "-o", "name", stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL)
     lines: list[bytes] = []
     assert watcher.stdout is not None

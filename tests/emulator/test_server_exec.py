@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import json
 import os
 import signal
 import subprocess
 import time
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -224,6 +226,14 @@ def test_python_kubernetes_client_exec(emulator: Emulator, ns: str, running_pod:
     resp = stream(api.connect_get_namespaced_pod_exec, running_pod, ns,
                   command=["sh", "-c", "echo hi; exit 5"], stdout=True, stderr=True,
                   stdin=False, tty=False, _preload_content=False)
-    resp.run_forever(timeout=10)
-    assert resp.read_stdout() == "hi\n"
-    assert resp.returncode == 5
+    try:
+        resp.run_forever(timeout=10)
+        assert resp.read_stdout() == "hi\n"
+        assert resp.returncode == 5  # read from the status frame's first cause
+    finally:
+        resp.close()
+        api.api_client.close()
+        with warnings.catch_warnings():  # the client library leaves a socket to the gc
+            warnings.simplefilter("ignore", ResourceWarning)
+            del resp, api
+            gc.collect()
