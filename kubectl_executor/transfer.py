@@ -412,7 +412,10 @@ def extract_tar_stream(
                 if member.sparse is not None:
                     raise TransferError(f"sparse member {member.name!r} refused")
                 parent = target.parent
-                parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                try:
+                    parent.mkdir(parents=True, exist_ok=True, mode=0o755)
+                except (FileExistsError, NotADirectoryError) as exc:
+                    raise UnsafePathError(f"tar member {member.name!r}: a parent of it is a file") from exc
                 if not _contained(parent, root_real):
                     raise UnsafePathError(f"tar member {member.name!r} lands outside the target")
                 if member.isdir():
