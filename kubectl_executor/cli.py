@@ -1138,7 +1138,8 @@ class Doctor:
                 if " " in line
             )
             if done.returncode != 0 or not found:
-                self.add("image", "fail", f"{image}: cannot run sh in it")
+                err = done.stderr.decode(errors="replace").strip().splitlines()
+                self.add("image", "fail", f"{image}: cannot run sh in it ({err[0] if err else 'no output'})")
                 return
             missing = [t for t in ("sh", "timeout", "tar") if found.get(t) != "yes"]
             has_python = "yes" in (found.get("python3"), found.get("python"))

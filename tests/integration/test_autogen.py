@@ -1,0 +1,140 @@
+"""The AutoGen adapter through the real kubectl: an agent runs code in a pod, cancellation kills it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from autogen_agentchat.agents import ApprovalRequest, ApprovalResponse, CodeExecutorAgent
+from autogen_agentchat.messages import TextMessage
+from autogen_core import CancellationToken
+from autogen_core.code_executor import CodeBlock, CodeExecutor
+from kx_cluster import Cluster
+
+from kubectl_executor.autogen import KubectlCodeExecutor, KubectlCodeResult
+
+pytestmark = pytest.mark.integration
+
+
+def options(cluster: Cluster, **extra: Any) -> dict[str, Any]:
+    return {**cluster.executor_kwargs(), **extra}
+
+
+def pod_names(cluster: Cluster) -> set[str]:
+    return {p["metadata"]["name"] for p in cluster.pods()}
+
+
+def test_code_executor_agent_runs_blocks_in_a_pod(cluster: Cluster) -> None:
+    before = pod_names(cluster)
+
+    approved: list[str] = []
+
+    def approve(request: ApprovalRequest) -> ApprovalResponse:
+        approved.append(request.code)
+        return ApprovalResponse(approved=True, reason="test")
+
+    async def go() -> tuple[str, str]:
+        async with KubectlCodeExecutor(**options(cluster)) as executor:
+            agent = CodeExecutorAgent("runner", code_executor=executor, approval_func=approve)
+            message = "Here:\n```Python\nimport os\nprint(6 * 7, os.getcwd())\n```\nand\n```SH\necho shell-$((1+1))\n```"
+            response = await agent.on_messages(
+                [TextMessage(content=message, source="user")], CancellationToken()
+            )
+            assert executor.pod_name in pod_names(cluster)
+            return str(response.chat_message.content), str(executor.pod_name)
+
+    content, pod = asyncio.run(go())
+    assert "42 /workspace" in content and "shell-2" in content
+    assert (
+        len(approved) == 1 and "```Python" in approved[0] and "```SH" in approved[0]
+    )  # case kept by the agent
+    assert pod not in pod_names(cluster) and pod_names(cluster) == before
+
+
+def test_exit_codes_timeout_and_code_file(cluster: Cluster) -> None:
+    async def go() -> tuple[KubectlCodeResult, KubectlCodeResult]:
+        async with KubectlCodeExecutor(**options(cluster, timeout=2)) as executor:
+            token = CancellationToken()
+            failed = await executor.execute_code_blocks(
+                [CodeBlock("# filename: fail.py\nimport sys; print('x'); sys.exit(3)", "python")], token
+            )
+            slow = await executor.execute_code_blocks([CodeBlock("sleep 30", "sh")], token)
+            return failed, slow
+
+    failed, slow = asyncio.run(go())
+    assert (failed.exit_code, failed.output, failed.code_file) == (3, "x\n", "/workspace/fail.py")
+    assert slow.exit_code == 124 and "Timeout" in slow.output
+
+
+def test_loaded_component_runs(cluster: Cluster) -> None:
+    model = KubectlCodeExecutor(**options(cluster, timeout=20)).dump_component()
+    loaded = CodeExecutor.load_component(json.loads(model.model_dump_json()))
+    assert isinstance(loaded, KubectlCodeExecutor) and loaded.timeout == 20
+
+    async def go() -> KubectlCodeResult:
+        async with loaded:
+            return await loaded.execute_code_blocks(
+                [CodeBlock("print('loaded')", "python")], CancellationToken()
+            )
+
+    result = asyncio.run(go())
+    assert (result.exit_code, result.output) == (0, "loaded\n")
+
+
+# The block records its process group, says it started, then would write a file much later.
+SLOW_BLOCK = """
+import os, time
+open('/workspace/pgid', 'w').write(str(os.getpgid(0)))
+print('started', flush=True)
+time.sleep(120)
+open('/workspace/late', 'w').write('should never happen')
+"""
+
+CHECK = """
+import os
+pgid = int(open('/workspace/pgid').read())
+alive = []
+for pid in os.listdir('/proc'):
+    if pid.isdigit():
+        try:
+            stat = open(f'/proc/{pid}/stat').read()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(')') + 2:].split()[2]) == pgid:
+            alive.append(pid)
+print('alive' if alive else 'gone', os.path.exists('/workspace/late'))
+"""
+
+
+@pytest.mark.parametrize("how", ["token", "task"])
+def test_cancellation_kills_the_process_in_the_pod(cluster: Cluster, how: str) -> None:
+    async def go() -> str:
+        async with KubectlCodeExecutor(**options(cluster, timeout=300)) as executor:
+            assert executor.executor is not None
+            token = CancellationToken()
+            task = asyncio.create_task(executor.execute_code_blocks([CodeBlock(SLOW_BLOCK, "python")], token))
+            probe = executor.executor
+            # Wait (bounded) until the block has written its process group: it is running in the pod.
+            for _ in range(600):
+                seen = await asyncio.to_thread(
+                    probe.kubectl.run,
+                    ["exec", probe.pod_name, "-c", "executor", "--", "test", "-s", "/workspace/pgid"],
+                    check=False,
+                )
+                if seen.returncode == 0:
+                    break
+            else:
+                pytest.fail("the block never started")
+            if how == "token":
+                token.cancel()
+            else:
+                task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+            result = await executor.execute_code_blocks([CodeBlock(CHECK, "python")], CancellationToken())
+            assert result.exit_code == 0, result.output
+            return result.output
+
+    assert asyncio.run(go()) == "gone False\n"
