@@ -36,6 +36,7 @@ from .errors import (
     KubectlExecutorError,
     KubectlNotFoundError,
     OutcomeUnknownError,
+    TransferError,
 )
 from .executor import TIMEOUT_NOTE, KubernetesCommandLineCodeExecutor
 from .gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, collect_garbage, pod_created_at, selector
@@ -571,8 +572,8 @@ def call(
 ) -> int:
     """Call FUNCTION of MODULE (a module in the pod's workspace) with --args; print its result."""
     module, sep, function = target.partition(":")
-    if not sep or not module or not function:
-        raise Failure(f"expected MODULE:FUNCTION, got {target!r}")
+    if not sep or not _DOTTED.match(module) or not _IDENTIFIER.match(function):
+        raise Failure(f"expected MODULE:FUNCTION (a dotted module and a function name), got {target!r}")
     try:
         parsed = json.loads(arguments)
     except json.JSONDecodeError as exc:
@@ -582,23 +583,36 @@ def call(
     executor = _executor(common, pod=pod, env=env)
     if print_manifest:
         return _print_manifest(executor)
-    tools: Any = executor
-    if not hasattr(tools, "execute_tool_function"):
-        executor.stop()
-        raise Failure(
-            "this version of kubectl-executor cannot call functions (no execute_tool_function)",
-            EXIT_TOOL_ERROR,
-        )
+    streamed = False
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        nonlocal streamed
+        streamed = True
+        writer(stream, chunk)
+
+    writer = _stream_output()
     with _started(common, executor):
         for path in uploads:
-            tools.upload_from_disk(path)
-        result: CommandLineCodeResult = tools.execute_tool_function(parsed, function, module=module)
+            # A directory keeps its name (a package), a file lands at the workspace top.
+            executor.upload_from_disk(path, remote_prefix=path.name if path.is_dir() else "")
+        executor.install_pod_dispatcher(default_module=module, runner_filename=TOOL_RUNNER_FILE)
+        result = executor.execute_tool_function(
+            parsed,
+            function,
+            module=module,
+            runner_script=TOOL_RUNNER_FILE,
+            on_output=None if common.json else on_output,
+        )
     if common.json:
         _echo_json(result.model_dump(mode="json"))
     else:
-        _text_epilogue(result, False, kept=False, timeout=executor.timeout)
+        _text_epilogue(result, streamed, kept=pod is not None, timeout=executor.timeout)
     return result.exit_code
 
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+TOOL_RUNNER_FILE = ".kx-tool-runner.py"
 
 _REMOTE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?):(.*)$")
 
@@ -630,28 +644,59 @@ def cp(common: Common, source: str, destination: str) -> int:
         raise Failure("exactly one of SOURCE and DESTINATION must be POD:PATH")
     pod = src_pod or dst_pod
     assert pod is not None
+    if dst_pod is not None and not Path(src_path).exists():
+        raise Failure(f"{src_path}: no such file or directory")
     executor = _executor(common, pod=pod)
-    files: Any = executor
     with _started(common, executor):
         if dst_pod is not None:
-            local = Path(src_path)
-            if not local.exists():
-                raise Failure(f"{src_path}: no such file or directory")
-            if not hasattr(files, "upload_from_disk"):
-                raise Failure("this version of kubectl-executor cannot upload", EXIT_TOOL_ERROR)
-            written = list(files.upload_from_disk(local, remote_prefix=dst_path.strip("/")))
-            done: dict[str, Any] = {"direction": "upload", "pod": pod, "files": written}
+            written = _upload(executor, Path(src_path), dst_path)
+            direction = "upload"
         else:
-            if not hasattr(files, "download"):
-                raise Failure("this version of kubectl-executor cannot download", EXIT_TOOL_ERROR)
-            written = [str(p) for p in files.download(src_path, Path(dst_path))]
-            done = {"direction": "download", "pod": pod, "files": written}
+            written = [str(p) for p in _download(executor, src_path, Path(dst_path))]
+            direction = "download"
     if common.json:
-        _echo_json(done)
+        _echo_json({"direction": direction, "pod": pod, "files": written})
     elif not common.quiet:
         for path in written:
             click.echo(path)
     return EXIT_OK
+
+
+def _upload(executor: KubernetesCommandLineCodeExecutor, local: Path, remote: str) -> list[str]:
+    """``cp`` semantics: a directory's content goes to ``remote``; a file goes to ``remote``, or
+    into it when it is empty or ends with ``/``."""
+    if local.is_dir() or not remote or remote.endswith("/"):
+        return executor.upload_from_disk(local, remote_prefix=remote.rstrip("/"))
+    parent, _, name = remote.rstrip("/").rpartition("/")
+    if name == local.name:
+        return executor.upload_from_disk(local, remote_prefix=parent)
+    # Renamed on the way: the file travels as content (read into memory).
+    return [executor.upload_file_content(remote, local.read_bytes())]
+
+
+def _download(executor: KubernetesCommandLineCodeExecutor, remote: str, local: Path) -> list[Path]:
+    """A file, or else a directory (``""``, ``.`` or a trailing ``/`` name one directly). An
+    existing local directory receives the file or directory under its own name."""
+    name = remote.rstrip("/").rpartition("/")[2]
+    if remote.strip() in ("", ".", "./") or remote.endswith("/"):
+        return _download_dir(executor, remote, local, name)
+    target = local / name if local.is_dir() else local
+    try:
+        return [executor.download_file(remote, target)]
+    except TransferError as exc:
+        if "not a regular file" not in str(exc):
+            raise
+    return _download_dir(executor, remote, local, name)
+
+
+def _download_dir(
+    executor: KubernetesCommandLineCodeExecutor, remote: str, local: Path, name: str
+) -> list[Path]:
+    if local.is_dir() and any(local.iterdir()):
+        if not name or name == ".":
+            raise Failure(f"{local} is not empty; give a new directory to download the workspace into")
+        local = local / name
+    return executor.download_dir(remote, local)
 
 
 @cli.command(

@@ -155,6 +155,62 @@ def test_up_exec_cp_ls_down_on_a_long_lived_pod(cluster: Cluster) -> None:
     assert name not in pod_names(cluster)
 
 
+def test_cp_both_ways_and_call_on_a_long_lived_pod(cluster: Cluster, tmp_path: Path) -> None:
+    name = f"box-{secrets.token_hex(3)}"
+    blob = bytes(range(256)) * 64
+    local = tmp_path / "src"
+    (local / "pkg").mkdir(parents=True)
+    (local / "data.bin").write_bytes(blob)
+    (local / "pkg" / "__init__.py").write_text("")
+    (local / "pkg" / "calc.py").write_text("def mul(a, b):\n    print('multiplying')\n    return a * b\n")
+    assert kx(cluster, "up", name).returncode == 0
+    try:
+        put = kx(cluster, "cp", str(local / "data.bin"), f"{name}:in/copy.bin", "-o", "json")
+        assert put.returncode == 0, put.stderr
+        assert json.loads(put.stdout)["files"] == ["/workspace/in/copy.bin"]
+        assert kx(cluster, "cp", str(local / "pkg"), f"{name}:pkg").returncode == 0
+        size = kx(
+            cluster,
+            "exec",
+            "--pod",
+            name,
+            "-c",
+            "import os; print(os.path.getsize('/workspace/in/copy.bin'))",
+        )
+        assert size.stdout == f"{len(blob)}\n"
+
+        got = tmp_path / "back.bin"
+        assert kx(cluster, "cp", f"{name}:in/copy.bin", str(got)).returncode == 0
+        assert got.read_bytes() == blob
+        tree = tmp_path / "tree"
+        assert kx(cluster, "cp", f"{name}:pkg", str(tree)).returncode == 0
+        assert (tree / "calc.py").read_text() == (local / "pkg" / "calc.py").read_text()
+        missing = kx(cluster, "cp", f"{name}:no/such/file", str(tmp_path / "x"))
+        assert missing.returncode == 125 and "does not exist" in missing.stderr
+
+        called = kx(cluster, "call", "pkg.calc:mul", "--args", '{"a": 6, "b": 7}', "--pod", name)
+        assert (called.returncode, called.stdout) == (0, "multiplying\n42\n"), called.stderr
+    finally:
+        assert kx(cluster, "down", name).returncode == 0
+
+
+def test_call_uploads_into_a_fresh_pod(cluster: Cluster, tmp_path: Path) -> None:
+    module = tmp_path / "tools.py"
+    module.write_text(
+        "def greet(name):\n    return {'hello': name}\n\ndef boom():\n    raise ValueError('no')\n"
+    )
+    before = pod_names(cluster)
+    done = kx(
+        cluster, "call", "tools:greet", "--args", '{"name": "pod"}', "--upload", str(module), "-o", "json"
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["tool_result"]["value"] == {"hello": "pod"}
+    failed = kx(cluster, "call", "tools:boom", "--upload", str(module))
+    assert failed.returncode == 1 and "ValueError: no" in failed.stderr
+    assert pod_names(cluster) == before
+
+
 def test_down_refuses_pods_it_did_not_make(cluster: Cluster) -> None:
     name = f"foreign-{secrets.token_hex(3)}"
     pod = {

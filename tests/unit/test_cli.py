@@ -437,6 +437,8 @@ def test_cp_needs_exactly_one_pod_side(wired: FakeRunner) -> None:
         ("mod:", "{}", "MODULE:FUNCTION"),
         ("mod:fn", "{bad", "not valid JSON"),
         ("mod:fn", "[1, 2]", "JSON object"),
+        ("bad-module:fn", "{}", "MODULE:FUNCTION"),
+        ("mod:not a name", "{}", "MODULE:FUNCTION"),
     ],
 )
 def test_call_validates_before_touching_the_cluster(
@@ -536,3 +538,151 @@ def test_main_is_the_console_script(mocker: MockerFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         cli.main(["--version"])
     assert exc.value.code == 0
+
+
+# -- cp and call on the executor's file and tool methods ----------------------------------------
+
+
+@pytest.fixture
+def box(wired: FakeRunner) -> FakeRunner:
+    wired.pods["box"] = ours("box", long_lived=True)
+    return wired
+
+
+@pytest.mark.parametrize(
+    ("remote", "method", "expected"),
+    [
+        ("in/data.csv", "upload_from_disk", {"remote_prefix": "in"}),  # same name: streamed from disk
+        ("in/", "upload_from_disk", {"remote_prefix": "in"}),
+        ("", "upload_from_disk", {"remote_prefix": ""}),
+        ("in/renamed.csv", "upload_file_content", None),
+    ],
+)
+def test_cp_upload_places_a_file(
+    box: FakeRunner,
+    mocker: MockerFixture,
+    tmp_path: Path,
+    remote: str,
+    method: str,
+    expected: dict[str, str] | None,
+) -> None:
+    local = tmp_path / "data.csv"
+    local.write_bytes(b"a,b\n")
+    mocks = {
+        name: mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, name, return_value=["/workspace/x"])
+        for name in ("upload_from_disk", "upload_file_content")
+    }
+    mocks["upload_file_content"].return_value = "/workspace/in/renamed.csv"
+    result = invoke("cp", str(local), f"box:{remote}", "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["direction"] == "upload"
+    called = mocks[method]
+    assert called.call_count == 1
+    if expected is None:
+        assert called.call_args.args == (remote, b"a,b\n")
+    else:
+        assert called.call_args.args == (local,) and called.call_args.kwargs == expected
+    assert box.runs_of("delete") == []  # an attached pod is never deleted
+
+
+def test_cp_upload_of_a_directory_keeps_its_content_under_the_remote_path(
+    box: FakeRunner, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    upload = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "upload_from_disk", return_value=[])
+    assert invoke("cp", str(tmp_path), "box:pkg/").exit_code == 0
+    assert upload.call_args.args == (tmp_path,) and upload.call_args.kwargs == {"remote_prefix": "pkg"}
+
+
+def test_cp_upload_of_a_missing_file_is_a_usage_error(box: FakeRunner, tmp_path: Path) -> None:
+    result = invoke("cp", str(tmp_path / "nope"), "box:x")
+    assert result.exit_code == 2 and "no such file" in result.stderr
+    assert box.runs == []
+
+
+def test_cp_download_a_file_into_an_existing_directory(
+    box: FakeRunner, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    download = mocker.patch.object(
+        cli.KubernetesCommandLineCodeExecutor, "download_file", return_value=tmp_path / "report.txt"
+    )
+    result = invoke("cp", "box:out/report.txt", str(tmp_path))
+    assert result.exit_code == 0 and result.stdout == f"{tmp_path / 'report.txt'}\n"
+    assert download.call_args.args == ("out/report.txt", tmp_path / "report.txt")
+
+
+def test_cp_download_falls_back_to_a_directory(
+    box: FakeRunner, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    mocker.patch.object(
+        cli.KubernetesCommandLineCodeExecutor,
+        "download_file",
+        side_effect=cli.TransferError("download of 'out' from pod box failed: out is not a regular file"),
+    )
+    download_dir = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "download_dir", return_value=[])
+    (tmp_path / "existing").write_text("x")
+    assert invoke("cp", "box:out", str(tmp_path)).exit_code == 0
+    assert download_dir.call_args.args == ("out", tmp_path / "out")  # a non-empty dir receives it by name
+
+
+def test_cp_download_errors_are_tool_errors(box: FakeRunner, mocker: MockerFixture, tmp_path: Path) -> None:
+    mocker.patch.object(
+        cli.KubernetesCommandLineCodeExecutor,
+        "download_file",
+        side_effect=cli.TransferError("checksums differ between client and pod"),
+    )
+    download_dir = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "download_dir")
+    result = invoke("cp", "box:f.txt", str(tmp_path / "f.txt"))
+    assert result.exit_code == 125 and "checksums differ" in result.stderr
+    download_dir.assert_not_called()
+
+
+def test_call_uploads_installs_the_runner_and_calls(
+    wired: FakeRunner, mocker: MockerFixture, tmp_path: Path
+) -> None:
+    from kubectl_executor.results import CommandLineCodeResult
+
+    module = tmp_path / "tools.py"
+    module.write_text("def add(a, b):\n    return a + b\n")
+    package = tmp_path / "helpers"
+    package.mkdir()
+    upload = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "upload_from_disk", return_value=[])
+    install = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
+    call = mocker.patch.object(
+        cli.KubernetesCommandLineCodeExecutor,
+        "execute_tool_function",
+        return_value=CommandLineCodeResult(exit_code=0, output="3\n", stdout="3\n"),
+    )
+    args = [
+        "call",
+        "tools:add",
+        "--args",
+        '{"a": 1, "b": 2}',
+        "--upload",
+        str(module),
+        "--upload",
+        str(package),
+    ]
+    result = invoke(*args, "-o", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["stdout"] == "3\n"
+    assert [c.kwargs["remote_prefix"] for c in upload.call_args_list] == ["", "helpers"]
+    assert install.call_args.kwargs == {"default_module": "tools", "runner_filename": cli.TOOL_RUNNER_FILE}
+    assert call.call_args.args == ({"a": 1, "b": 2}, "add")
+    assert call.call_args.kwargs["module"] == "tools"
+    assert call.call_args.kwargs["runner_script"] == cli.TOOL_RUNNER_FILE
+    assert wired.pods == {}  # the pod of the call is gone
+
+
+def test_call_exit_code_is_the_functions(wired: FakeRunner, mocker: MockerFixture) -> None:
+    from kubectl_executor.results import CommandLineCodeResult
+
+    mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
+    mocker.patch.object(
+        cli.KubernetesCommandLineCodeExecutor,
+        "execute_tool_function",
+        return_value=CommandLineCodeResult(
+            exit_code=1, output="TypeError: boom\n", stderr="TypeError: boom\n"
+        ),
+    )
+    result = invoke("call", "pkg.mod:fn")
+    assert result.exit_code == 1 and "TypeError: boom" in result.stderr
