@@ -41,6 +41,7 @@ FRAME = struct.Struct(">cI")
 CHUNK = 65536
 DRAIN_GRACE = 1.0  # after the block ended: how long its output pipes may stay open
 STATE_LOST = "state_lost"
+SESSION_ENV = "KX_SESSION"  # in the environment of every process a block starts
 
 
 # -- frames --------------------------------------------------------------------------------
@@ -113,11 +114,24 @@ def group_members(pgid):
     return found
 
 
-def kill_group(pgid, sig=signal.SIGKILL):
+def kill_group(pgid, sig=signal.SIGKILL, wait=0.0):
+    """Signal a process group; with ``wait``, give it that long to be gone (zombies aside)."""
     try:
         os.killpg(pgid, sig)
     except OSError:
-        pass
+        return
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline and any(not zombie(pid) for pid in group_members(pgid)):
+        time.sleep(0.005)
+
+
+def zombie(pid):
+    try:
+        with open("/proc/%d/stat" % pid, "rb") as fh:
+            stat = fh.read()
+    except OSError:
+        return True
+    return stat[stat.rindex(b")") + 2 :].split()[0] == b"Z"
 
 
 def exit_status(returncode):
@@ -156,6 +170,7 @@ class Registry:
     """This session's pid file: the agent, the running block's group, the kernel's group."""
 
     def __init__(self, session_id):
+        self.marker = ("%s=%s" % (SESSION_ENV, session_id)).encode()
         directory = writable_dir([LOG_DIR, home_logs(os.environ)])
         self.path = os.path.join(directory, "session-%s.pids" % session_id) if directory else None
         self.groups = {}  # role -> pgid
@@ -170,6 +185,14 @@ class Registry:
                 lines = fh.read().splitlines()
         except OSError:
             return
+        # Every process a block started carries the session in its environment: that finds
+        # what escaped its group, and a block killed before its group was written down.
+        leftovers = [pid for pid in self.marked() if pid != os.getpid()]
+        for pid in leftovers:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
         for line in lines:
             parts = line.split()
             if len(parts) != 3 or not parts[1].isdigit():
@@ -177,13 +200,31 @@ class Registry:
             kind, pid = parts[0], int(parts[1])
             if pid == os.getpid() or start_time(pid) != parts[2]:
                 continue
-            try:
-                if kind == "group":
-                    os.killpg(pid, signal.SIGKILL)
-                else:
+            if kind == "group":
+                kill_group(pid, wait=2.0)
+            else:
+                try:
                     os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+        deadline = time.monotonic() + 2.0
+        while time.monotonic() < deadline and any(not zombie(pid) for pid in leftovers):
+            time.sleep(0.005)
+
+    def marked(self):
+        """Pids whose environment carries this session's marker."""
+        found = []
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open("/proc/%s/environ" % name, "rb") as fh:
+                    env = fh.read()
             except OSError:
-                pass
+                continue
+            if self.marker in env.split(b"\0"):
+                found.append(int(name))
+        return found
 
     def set(self, role, pgid):
         with self.lock:
@@ -268,6 +309,7 @@ class Agent:
         self.registry = Registry(session_id)
         self.source = source
         self.base_env = dict(os.environ)
+        self.base_env[SESSION_ENV] = session_id
         self.running = False  # cleared just before the X frame, so the next R is never refused
         self.active_group = None
         self.kernel = Kernel(self)
@@ -418,7 +460,7 @@ class Agent:
                 kill_group(proc.pid)
                 proc.wait()
                 code = 137
-        kill_group(proc.pid)  # what the block left running in the background
+        kill_group(proc.pid, wait=1.0)  # what the block left running in the background
         pump.finish(time.monotonic() + DRAIN_GRACE)
         proc.stdout.close()
         proc.stderr.close()

@@ -25,12 +25,25 @@ kx_start() { # start time of a pid (field 22 of /proc/pid/stat), empty if gone
   sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f20
 }
 
+kx_killgroup() { # pgid: KILL the group and give it up to a second to be gone
+  kill -s KILL -- "-$1" 2>/dev/null || return 0
+  [ "$fine" = 1 ] && return 0
+  i=0
+  while [ "$i" -lt 100 ] && kill -0 -- "-$1" 2>/dev/null; do sleep 0.01; i=$((i + 1)); done
+}
+
 kx_reap() { # kill what an earlier agent of this session left behind
   [ -f "$sessionf" ] || return 0
+  # Every process a block started carries KX_SESSION in its environment (see kx_run).
+  for f in /proc/[0-9]*/environ; do
+    p=${f#/proc/}; p=${p%/environ}
+    [ "$p" = "$$" ] && continue
+    tr '\000' '\n' <"$f" 2>/dev/null | grep -qx "KX_SESSION=$sid" && kill -s KILL "$p" 2>/dev/null
+  done
   while read -r kind pid st; do
     [ "$pid" = "$$" ] && continue
     [ -n "$st" ] && [ "$(kx_start "$pid")" = "$st" ] || continue
-    if [ "$kind" = group ]; then kill -s KILL -- "-$pid" 2>/dev/null; else kill -s KILL "$pid" 2>/dev/null; fi
+    if [ "$kind" = group ]; then kx_killgroup "$pid"; else kill -s KILL "$pid" 2>/dev/null; fi
   done <"$sessionf"
 }
 
@@ -154,7 +167,7 @@ kx_run() {
   # The program leads its own session (setsid, when there is one): its group is killable.
   (
     while IFS= read -r kv; do export "$kv"; done <"$scratch/env"
-    export PYTHONUNBUFFERED=1
+    export PYTHONUNBUFFERED=1 KX_SESSION="$sid"
     exec $ss "$@"
   ) </dev/null >"$out" 2>"$err" &
   pid=$!
@@ -191,7 +204,7 @@ kx_run() {
   done
   wait "$pid"
   rc=$?
-  kill -s KILL -- "-$pid" 2>/dev/null # what the block left running in the background
+  kx_killgroup "$pid" # what the block left running in the background
   kill "$watchdog" 2>/dev/null
   [ -n "$killer" ] && kill "$killer" 2>/dev/null
   if [ "$timed_out" = 1 ]; then
