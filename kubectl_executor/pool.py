@@ -335,8 +335,8 @@ class WarmPool:
         pool (files and processes of the previous user stay in it)."""
         if self.reuse if reuse is None else reuse:
             labels = ownership_labels(self.pool_id, int(time.time()), os.getpid())
-            args = ["label", "pod", pod_name, f"{CLAIMED_LABEL}-", "--overwrite"]
-            args += [f"{k}={v}" for k, v in labels.items()]
+            args = ["label", "pod", pod_name, f"{CLAIMED_LABEL}-", *(f"{k}={v}" for k, v in labels.items())]
+            args.append("--overwrite")
             try:
                 self._kubectl.run(args)
                 self._wake.set()
