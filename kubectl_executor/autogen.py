@@ -50,11 +50,13 @@ __all__ = ["KubectlCodeExecutor", "KubectlCodeExecutorConfig", "KubectlCodeResul
 # How long a cancelled call waits for the worker thread after killing the block in the pod.
 CANCEL_GRACE_SECONDS = 30.0
 
-# Kills the process group of every block running in the pod (the in-pod runner records each
-# block's group leader in LOG_DIR/<nonce>.pid). Fixed text; LOG_DIR is ours and passed as $1.
+# Kills the process group of every block running in the pod: the in-pod runner records each
+# block's group leader in <log dir>/<nonce>.pid, the log dir being the first writable of
+# /tmp/kx-logs, $HOME/.kx-logs and <work_dir>/.kx-logs. Fixed text; the directories are $@.
 _KILL_RUNNING = (
-    'for f in "$1"/*.pid; do [ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null) || continue; '
-    'case "$p" in ""|*[!0-9]*) continue;; esac; kill -s KILL -- "-$p" 2>/dev/null; done; true'
+    'for d in "$@" "${HOME:-/nonexistent}/.kx-logs"; do for f in "$d"/*.pid; do '
+    '[ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null) || continue; '
+    'case "$p" in ""|*[!0-9]*) continue;; esac; kill -s KILL -- "-$p" 2>/dev/null; done; done; true'
 )
 
 
@@ -312,7 +314,10 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
             return
         try:
             executor.kubectl.run(
-                ["exec", executor.pod_name, "-c", CONTAINER, "--", "sh", "-c", _KILL_RUNNING, "kx", LOG_DIR],
+                [
+                    *("exec", executor.pod_name, "-c", CONTAINER, "--", "sh", "-c", _KILL_RUNNING, "kx"),
+                    *(LOG_DIR, f"{str(executor.work_dir).rstrip('/')}/.kx-logs"),
+                ],
                 timeout=30,
                 check=False,
                 idempotent=False,

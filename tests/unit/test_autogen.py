@@ -268,5 +268,35 @@ def test_cancellation_kills_the_in_pod_process(
     assert run.kill_calls, "no kill was sent to the pod"
     kill = run.kill_calls[0]
     assert kill[kill.index("--") + 1 : kill.index("--") + 3] == ["sh", "-c"]
-    assert kill[-1] == "/tmp/kx-logs" and "kill -s KILL" in kill[-3]
+    assert kill[-2:] == ["/tmp/kx-logs", "/workspace/.kx-logs"] and "kill -s KILL" in kill[-4]
     assert fake_runner.pods == {}
+
+
+def test_the_kill_script_stops_every_recorded_group_and_nothing_else(tmp_path: Any) -> None:
+    """The fixed in-pod script, run with the host's sh on pid files laid out like the runner's."""
+    from kubectl_executor.autogen import _KILL_RUNNING
+
+    tmp_logs, work_logs, home = tmp_path / "tmp-logs", tmp_path / "work" / ".kx-logs", tmp_path / "home"
+    for d in (tmp_logs, work_logs, home / ".kx-logs"):
+        d.mkdir(parents=True)
+    groups = [subprocess.Popen(["sleep", "300"], start_new_session=True) for _ in range(3)]
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    try:
+        (tmp_logs / "a.pid").write_text(f"{groups[0].pid}\n")
+        (work_logs / "b.pid").write_text(str(groups[1].pid))
+        (home / ".kx-logs" / "c.pid").write_text(str(groups[2].pid))
+        (tmp_logs / "junk.pid").write_text("1; rm -rf /")  # not a number: ignored
+        done = subprocess.run(
+            ["/bin/sh", "-c", _KILL_RUNNING, "kx", str(tmp_logs), str(work_logs), str(tmp_path / "missing")],
+            env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert [g.wait(timeout=10) for g in groups] == [-9, -9, -9]
+        assert bystander.poll() is None
+    finally:
+        for p in [*groups, bystander]:
+            p.kill()
+            p.wait()
