@@ -452,7 +452,16 @@ def test_call_validates_before_touching_the_cluster(
 # -- doctor --------------------------------------------------------------------------------------
 
 
-def doctor_cluster(fake: FakeRunner, *, denied: set[str] = frozenset(), dry_run_error: str = "") -> None:  # type: ignore[assignment]
+FULL_IMAGE = "sh yes\ntimeout yes\ntar yes\npython3 yes\npython no\n"
+
+
+def doctor_cluster(
+    fake: FakeRunner,
+    *,
+    denied: frozenset[str] = frozenset(),
+    dry_run_error: str = "",
+    tools: str = FULL_IMAGE,
+) -> None:
     def handler(args: list[str]) -> tuple[int, str, str] | None:
         if args[:2] == ["version", "--client"]:
             return 0, json.dumps({"clientVersion": {"gitVersion": "v1.32.4"}}), ""
@@ -468,7 +477,7 @@ def doctor_cluster(fake: FakeRunner, *, denied: set[str] = frozenset(), dry_run_
         if args[:1] == ["apply"] and "--dry-run=server" in args:
             return (1, "", dry_run_error) if dry_run_error else (0, "pod/kx-1 created (server dry run)\n", "")
         if args[:1] == ["exec"] and "sh" in args and "timeout" in args[-1]:
-            return 0, "sh yes\ntimeout yes\ntar yes\npython3 yes\npython no\n", ""
+            return 0, tools, ""
         return None
 
     answer(fake, handler)
@@ -490,7 +499,7 @@ def test_doctor_all_green(wired: FakeRunner) -> None:
 
 
 def test_doctor_prints_the_role_when_access_is_missing(wired: FakeRunner) -> None:
-    doctor_cluster(wired, denied={"create pods/exec", "watch pods"})
+    doctor_cluster(wired, denied=frozenset({"create pods/exec", "watch pods"}))
     result = invoke("doctor", "-n", "sandbox")
     assert result.exit_code == 1
     out = result.stdout
@@ -512,6 +521,22 @@ def test_doctor_reports_a_rejected_manifest_in_json(wired: FakeRunner) -> None:
     assert data["ok"] is False and checks["pod manifest"]["status"] == "fail"
     assert "PodSecurity" in checks["pod manifest"]["detail"]
     assert checks["image"]["status"] == "skip" and data["role"] is None
+
+
+@pytest.mark.parametrize(
+    ("tools", "status", "detail"),
+    [
+        ("sh yes\ntimeout yes\ntar yes\npython3 no\npython no\n", "warn", "no python"),
+        ("sh yes\ntimeout no\ntar no\npython3 yes\npython yes\n", "fail", "missing timeout, tar"),
+    ],
+)
+def test_doctor_names_what_the_image_lacks(wired: FakeRunner, tools: str, status: str, detail: str) -> None:
+    doctor_cluster(wired, tools=tools)
+    wired.default_exec = reply_with(b"kx-roundtrip\n", 0)
+    result = invoke("doctor", "-o", "json")
+    image = {c["name"]: c for c in json.loads(result.stdout)["checks"]}["image"]
+    assert (image["status"], detail in image["detail"]) == (status, True)
+    assert result.exit_code == (1 if status == "fail" else 0)
 
 
 def test_doctor_without_kubectl_fails_cleanly(tmp_path: Path) -> None:
