@@ -36,8 +36,7 @@ from typing_extensions import Self
 from .errors import KubectlExecutorError
 from .executor import KubernetesCommandLineCodeExecutor
 from .languages import canonical_language
-from .manifest import CONTAINER, Resources
-from .protocol import LOG_DIR
+from .manifest import Resources
 from .results import CodeBlock
 from .retry import RetryPolicy
 from .runner import Runner
@@ -49,15 +48,6 @@ __all__ = ["KubectlCodeExecutor", "KubectlCodeExecutorConfig", "KubectlCodeResul
 
 # How long a cancelled call waits for the worker thread after killing the block in the pod.
 CANCEL_GRACE_SECONDS = 30.0
-
-# Kills the process group of every block running in the pod: the in-pod runner records each
-# block's group leader in <log dir>/<nonce>.pid, the log dir being the first writable of
-# /tmp/kx-logs, $HOME/.kx-logs and <work_dir>/.kx-logs. Fixed text; the directories are $@.
-_KILL_RUNNING = (
-    'for d in "$@" "${HOME:-/nonexistent}/.kx-logs"; do for f in "$d"/*.pid; do '
-    '[ -f "$f" ] || continue; p=$(cat "$f" 2>/dev/null) || continue; '
-    'case "$p" in ""|*[!0-9]*) continue;; esac; kill -s KILL -- "-$p" 2>/dev/null; done; done; true'
-)
 
 
 @dataclass
@@ -308,20 +298,9 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
 
     @staticmethod
     def _kill_running(executor: KubernetesCommandLineCodeExecutor) -> None:
-        cancel = getattr(executor, "cancel", None)
-        if callable(cancel):  # the blocking executor's own hook, where it has one
-            cancel()
-            return
+        """The executor kills exactly its own block in flight (and skips the blocks after it)."""
         try:
-            executor.kubectl.run(
-                [
-                    *("exec", executor.pod_name, "-c", CONTAINER, "--", "sh", "-c", _KILL_RUNNING, "kx"),
-                    *(LOG_DIR, f"{str(executor.work_dir).rstrip('/')}/.kx-logs"),
-                ],
-                timeout=30,
-                check=False,
-                idempotent=False,
-            )
+            executor.cancel()
         except KubectlExecutorError as exc:
             logger.warning("could not stop the cancelled run in pod %s: %s", executor.pod_name, exc)
 

@@ -11,6 +11,7 @@ import atexit
 import logging
 import os
 import shlex
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path, PurePosixPath
@@ -173,6 +174,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._on_output = on_output
         self._code_extractor = MarkdownCodeExtractor()
         self._session_id = new_nonce()[:16]
+        self._cancel_lock = threading.Lock()
+        self._running: str | None = None  # nonce of the run in flight
+        self._cancelled = False
         self._extra_env: dict[str, str] = {}
         self._created = False  # True while a pod that WE created exists
         self._reused = False
@@ -407,7 +411,12 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         code_file: str | None = None
         exit_code = 0
         timed_out = truncated = False
+        self._cancelled = False
         for block in code_blocks:
+            if self._cancelled:
+                outputs.append("Cancelled.\n")
+                exit_code = exit_code or 130
+                break
             lang = resolve_language(block.language)
             if lang is None:
                 message = f"Unsupported language: {block.language}"
@@ -481,11 +490,36 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             budget=self._max_output_bytes,
             env=dict(self._extra_env),
         )
-        if self._use_session:
-            return self._session_for_pod().run(request, callback)
+        with self._cancel_lock:
+            self._running = request.nonce
+        try:
+            if self._use_session:
+                return self._session_for_pod().run(request, callback)
+            return self._run_stateless(request, callback)
+        finally:
+            with self._cancel_lock:
+                self._running = None
+
+    def cancel(self) -> bool:
+        """Stop the block in flight (its whole process group in the pod) and skip the blocks
+        after it. Thread-safe: meant to be called from another thread. True if one was running."""
+        with self._cancel_lock:
+            self._cancelled = True
+            nonce = self._running
+        if nonce is None:
+            return False
+        if self._use_session and self._session is not None:
+            # Closing the channel makes the in-pod agent kill its block; the next block reconnects.
+            session, self._session = self._session, None
+            session.close()
+        else:
+            self._kill_in_pod(nonce)
+        return True
+
+    def _run_stateless(self, request: RunRequest, callback: OutputCallback | None) -> ExecResult:
         args = exec_args(self._pod_name, CONTAINER)
         # Beyond the in-pod deadline, a generous margin for kubectl start-up and transfer.
-        client_deadline = request.timeout + request.kill_after + 30.0 + len(code) / 1e6
+        client_deadline = request.timeout + request.kill_after + 30.0 + len(request.code) / 1e6
 
         def attempt() -> ExecResult:
             out = OutputBudget(self._max_output_bytes)
@@ -547,7 +581,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     def _kill_in_pod(self, nonce: str) -> None:
         try:
-            self._kubectl.run(kill_args(self._pod_name, CONTAINER, nonce), timeout=30, check=False)
+            args = kill_args(self._pod_name, CONTAINER, nonce, str(self._work_dir))
+            self._kubectl.run(args, timeout=30, check=False)
         except KubectlExecutorError as exc:
             logger.warning("could not stop the timed-out run in pod %s: %s", self._pod_name, exc)
 

@@ -65,12 +65,16 @@ def exec_args(pod: str, container: str) -> list[str]:
     return ["exec", "-i", pod, "-c", container, "--", "sh", "-c", RUN_SCRIPT, "kx"]
 
 
-def kill_args(pod: str, container: str, nonce: str) -> list[str]:
-    """Kill a run's process group (after a client-side deadline). The nonce is ours (hex)."""
+def kill_args(pod: str, container: str, nonce: str, work_dir: str) -> list[str]:
+    """Kill a run's process group (deadline passed, or cancelled). The nonce is ours (hex); the
+    runner's pid file is in whichever log directory it could write (see run.sh)."""
     if not re.fullmatch(r"[0-9a-f]+", nonce):
         raise InvalidInputError("bad nonce")
-    script = 'p=$(cat "$1" 2>/dev/null) && kill -s KILL -- "-$p"'
-    return ["exec", pod, "-c", container, "--", "sh", "-c", script, "kx", f"{LOG_DIR}/{nonce}.pid"]
+    script = (
+        'for d in /tmp/kx-logs "${HOME:-/nonexistent}/.kx-logs" "$2/.kx-logs"; do '
+        'p=$(cat "$d/$1.pid" 2>/dev/null) && kill -s KILL -- "-$p"; done; true'
+    )
+    return ["exec", pod, "-c", container, "--", "sh", "-c", script, "kx", nonce, work_dir]
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import re
 import subprocess
 import sys
 import threading
@@ -268,33 +269,36 @@ def test_cancellation_kills_the_in_pod_process(
     assert run.kill_calls, "no kill was sent to the pod"
     kill = run.kill_calls[0]
     assert kill[kill.index("--") + 1 : kill.index("--") + 3] == ["sh", "-c"]
-    assert kill[-2:] == ["/tmp/kx-logs", "/workspace/.kx-logs"] and "kill -s KILL" in kill[-4]
+    assert kill[-1] == "/workspace" and re.fullmatch("[0-9a-f]{24}", kill[-2]) and "kill -s KILL" in kill[-4]
     assert fake_runner.pods == {}
 
 
-def test_the_kill_script_stops_every_recorded_group_and_nothing_else(tmp_path: Any) -> None:
-    """The fixed in-pod script, run with the host's sh on pid files laid out like the runner's."""
-    from kubectl_executor.autogen import _KILL_RUNNING
+def test_the_kill_script_stops_the_runs_group_and_nothing_else(tmp_path: Any) -> None:
+    """The executor's fixed in-pod kill script (cancel() and deadlines use it), run with the
+    host's sh: it finds the run's pid file in any of the runner's log dirs."""
+    from kubectl_executor.protocol import kill_args
 
-    tmp_logs, work_logs, home = tmp_path / "tmp-logs", tmp_path / "work" / ".kx-logs", tmp_path / "home"
-    for d in (tmp_logs, work_logs, home / ".kx-logs"):
+    work, home = tmp_path / "work", tmp_path / "home"
+    for d in (work / ".kx-logs", home / ".kx-logs"):
         d.mkdir(parents=True)
-    groups = [subprocess.Popen(["sleep", "300"], start_new_session=True) for _ in range(3)]
+    groups = [subprocess.Popen(["sleep", "300"], start_new_session=True) for _ in range(2)]
     bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
     try:
-        (tmp_logs / "a.pid").write_text(f"{groups[0].pid}\n")
-        (work_logs / "b.pid").write_text(str(groups[1].pid))
-        (home / ".kx-logs" / "c.pid").write_text(str(groups[2].pid))
-        (tmp_logs / "junk.pid").write_text("1; rm -rf /")  # not a number: ignored
-        done = subprocess.run(
-            ["/bin/sh", "-c", _KILL_RUNNING, "kx", str(tmp_logs), str(work_logs), str(tmp_path / "missing")],
-            env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
-            capture_output=True,
-            timeout=30,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        assert [g.wait(timeout=10) for g in groups] == [-9, -9, -9]
+        (work / ".kx-logs" / "aa11.pid").write_text(f"{groups[0].pid}\n")
+        (home / ".kx-logs" / "bb22.pid").write_text(str(groups[1].pid))
+        (home / ".kx-logs" / "cc33.pid").write_text(str(bystander.pid))
+        for nonce in ("aa11", "bb22"):
+            argv = kill_args("kx-1", "executor", nonce, str(work))
+            script_args = argv[argv.index("--") + 1 :]
+            done = subprocess.run(
+                ["/bin/sh", *script_args[1:]],
+                env={"PATH": "/usr/bin:/bin", "HOME": str(home)},
+                capture_output=True,
+                timeout=30,
+                check=False,
+            )
+            assert done.returncode == 0, done.stderr
+        assert [g.wait(timeout=10) for g in groups] == [-9, -9]
         assert bystander.poll() is None
     finally:
         for p in [*groups, bystander]:

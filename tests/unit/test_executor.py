@@ -338,7 +338,7 @@ def test_client_deadline_kills_kubectl_and_the_run_in_the_pod(make: Make, fake_r
     # kubectl was given the in-pod deadline plus a margin, not forever
     assert proc.wait_timeouts and proc.wait_timeouts[0] is not None and 2 < proc.wait_timeouts[0] < 120
     nonce = fake_runner.ran_blocks[0].nonce
-    kills = [c for c in fake_runner.runs_of("exec") if c.argv[-1] == f"/tmp/kx-logs/{nonce}.pid"]
+    kills = [c for c in fake_runner.runs_of("exec") if c.argv[-2:] == [nonce, ex.work_dir.as_posix()]]
     assert len(kills) == 1
     assert kills[0].args[1] == ex.pod_name
 
@@ -625,7 +625,7 @@ def test_client_deadline_before_start_marker_is_outcome_unknown(make: Make, fake
     with pytest.raises(OutcomeUnknownError):
         ex.execute_code_blocks([CodeBlock("print(1)", "python")])
     nonce = fake_runner.ran_blocks[0].nonce
-    assert [c for c in fake_runner.runs_of("exec") if c.argv[-1] == f"/tmp/kx-logs/{nonce}.pid"]
+    assert [c for c in fake_runner.runs_of("exec") if c.argv[-2:] == [nonce, ex.work_dir.as_posix()]]
 
 
 def test_no_signal_handler_is_installed(make: Make) -> None:

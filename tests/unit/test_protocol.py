@@ -90,10 +90,11 @@ def test_exec_args_carry_only_the_fixed_script() -> None:
 
 
 def test_kill_args_refuse_a_non_hex_nonce() -> None:
-    args = kill_args("kx-1", "executor", NONCE)
-    assert args[-1] == f"/tmp/kx-logs/{NONCE}.pid"
+    args = kill_args("kx-1", "executor", NONCE, "/workspace")
+    assert args[-2:] == [NONCE, "/workspace"]
+    assert "/tmp/kx-logs" in args[-4] and ".kx-logs" in args[-4]
     with pytest.raises(InvalidInputError):
-        kill_args("kx-1", "executor", "abc; rm -rf /")
+        kill_args("kx-1", "executor", "abc; rm -rf /", "/workspace")
 
 
 # -- MarkerFilter ----------------------------------------------------------------------------------------------
