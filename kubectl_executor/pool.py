@@ -226,7 +226,7 @@ class WarmPool:
             raise PodStartError(failed, "NotReady", "a pool pod did not become ready")
 
     def _create(self, count: int) -> list[str]:
-        """Create ``count`` pods with ONE kubectl apply (a List)."""
+        """Create ``count`` pods with ONE kubectl apply (JSON objects back to back)."""
         labels = ownership_labels(self.pool_id, int(time.time()), os.getpid())
         items = []
         names = []
@@ -234,8 +234,8 @@ class WarmPool:
             pod_name = generate_pod_name()
             names.append(pod_name)
             items.append(build_pod_manifest(self._options.model_copy(update={"name": pod_name}), labels))
-        body = {"apiVersion": "v1", "kind": "List", "items": items}
-        self._kubectl.run(["apply", "-f", "-"], stdin=json.dumps(body).encode())
+        stream = "\n".join(json.dumps(item) for item in items)
+        self._kubectl.run(["apply", "-f", "-"], stdin=stream.encode())
         logger.info("pool %s: created %d pod(s)", self.name, count)
         return names
 

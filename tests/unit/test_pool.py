@@ -89,8 +89,8 @@ class PoolCluster:
     def _serve(self, args: list[str], stdin: bytes | None) -> tuple[int, str, str]:
         if args[:3] == ["apply", "-f", "-"]:
             assert stdin is not None
-            body = json.loads(stdin)
-            for item in body.get("items", [body]):
+            for document in stdin.decode().split("\n"):
+                item = json.loads(document)
                 meta = item["metadata"]
                 pod = pod_json(
                     meta["name"], labels=meta["labels"], waiting=self.waiting, ready=self.waiting is None
