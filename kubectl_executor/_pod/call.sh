@@ -50,11 +50,13 @@ export KX_TOOL_RESULT="$res" KX_TOOL_WORK_DIR="$work_dir" KX_TOOL_BUDGET="$budge
 sleep "$tmo" >/dev/null 2>&1 </dev/null &
 watchdog=$!
 printf '__KX_START_%s__\n' "$nonce"
-# A background job's stdin is /dev/null unless redirected: hand it the payload explicitly.
+# A background job's stdin is /dev/null unless redirected: hand it the payload explicitly, through
+# a pipe of our own: the exec's stdin may belong to root, and a non-root runner that reopens
+# /dev/stdin by name (the seed's does) would get EACCES on it.
 exec 4<&0
 {
   {
-    timeout -k "$kafter" "$tmo" "$py" "$file" /dev/stdin <&4 4<&- &
+    cat <&4 4<&- | timeout -k "$kafter" "$tmo" "$py" "$file" /dev/stdin 4<&- &
     pid=$!
     echo "$pid" >"$pidf"
     wait "$pid"
