@@ -787,7 +787,9 @@ class FilesMixin:
             raise TransferError(f"the download from pod {self._pod_name} did not finish in {deadline:g}s")
         if complaint and code:
             raise TransferError(f"download of {rel!r} from pod {self._pod_name} failed: {complaint}")
-        if failure is None and code:
+        # kubectl's own failure (pod gone, stream dropped) explains a broken tar: say that, typed,
+        # so transient ones are retried. -9 is our own kill after refusing the content.
+        if code and code != -9 and parse_sent_marker(stderr, nonce) is None:
             raise classify_failure(self._kubectl.argv(args), code, stderr.decode(errors="replace"))
         if failure is not None:
             if isinstance(failure, (TransferError, UnsafePathError)):

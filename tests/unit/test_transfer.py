@@ -22,7 +22,7 @@ from kx_fakes import ExecReply, FakeProcess, FakeRunner
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
 from kubectl_executor import transfer as T
-from kubectl_executor.errors import InvalidInputError, TransferError, UnsafePathError
+from kubectl_executor.errors import InvalidInputError, NotFoundError, TransferError, UnsafePathError
 from kubectl_executor.protocol import LOG_DIR
 from kubectl_executor.transfer import (
     DEFAULT_EXCLUDES,
@@ -728,3 +728,31 @@ def test_download_paths_are_confined(make_executor: Make, fake_runner: FakeRunne
         with pytest.raises(UnsafePathError):
             ex.download_file(bad, tmp_path / "x")
     assert len(fake_runner.spawns) == before
+
+
+def test_download_kubectl_failure_is_typed_not_a_tar_error(
+    make_executor: Make, fake_runner: FakeRunner, tmp_path: Path
+) -> None:
+    ex = make_executor()
+    fake_runner.other_exec = lambda proc: ExecReply(
+        b"", stderr=b'Error from server (NotFound): pods "kx-x" not found\n', returncode=1
+    )
+    with pytest.raises(NotFoundError):
+        ex.download_file("a.txt", tmp_path / "a.txt")
+    assert not (tmp_path / "a.txt").exists()
+
+
+def test_download_dropped_stream_is_retried_from_scratch(
+    make_executor: Make, fake_runner: FakeRunner, tmp_path: Path, sleeps: list[float]
+) -> None:
+    ex = make_executor()
+    archive = make_tar([Member("a.txt", b"x" * 10_000)])
+    good = pod_sending(archive)
+    answers = [
+        lambda proc: ExecReply(archive[:3000], stderr=b"error: connection reset by peer\n", returncode=1),
+        good,
+    ]
+    fake_runner.other_exec = lambda proc: answers.pop(0)(proc)
+    assert ex.download_dir("d", tmp_path / "dest") == [tmp_path / "dest" / "a.txt"]
+    assert (tmp_path / "dest/a.txt").read_bytes() == b"x" * 10_000
+    assert len(sleeps) == 1 and answers == []
