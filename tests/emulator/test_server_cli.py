@@ -40,28 +40,44 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def test_standalone_serves_kubectl_and_cleans_up(tmp_path: Path,
-                                                 kubectl_paths: dict[str, str | None]) -> None:
+def test_standalone_serves_kubectl_and_cleans_up(
+    tmp_path: Path, kubectl_paths: dict[str, str | None]
+) -> None:
     kubectl = kubectl_paths["1.32"] or kubectl_paths["1.37"]
     assert kubectl is not None
     cfg = tmp_path / "kubeconfig"
     env = {**os.environ, "PYTHONPATH": str(FIXTURES)}
-    proc = subprocess.Popen([sys.executable, "-m", "kube_emulator", "--port", "0",
-                             "--kubeconfig", str(cfg), "--start-delay", "0.01"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kube_emulator",
+            "--port",
+            "0",
+            "--kubeconfig",
+            str(cfg),
+            "--start-delay",
+            "0.01",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().decode().strip() == str(cfg)
         assert proc.stdout.readline().decode().strip() == "ready"
-        kenv = {**os.environ, "KUBECONFIG": str(cfg), "KUBECACHEDIR": str(tmp_path / "cache"),
-                "HOME": str(tmp_path)}
+        kenv = {
+            **os.environ,
+            "KUBECONFIG": str(cfg),
+            "KUBECACHEDIR": str(tmp_path / "cache"),
+            "HOME": str(tmp_path),
+        }
 
         def k(*args: str, data: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-            return subprocess.run([kubectl, *args], input=data, capture_output=True, env=kenv,
-                                  timeout=30)
+            return subprocess.run([kubectl, *args], input=data, capture_output=True, env=kenv, timeout=30)
 
-        assert k("apply", "-f", "-", data=yaml.safe_dump(pod_manifest("solo")).encode()
-                 ).returncode == 0
+        assert k("apply", "-f", "-", data=yaml.safe_dump(pod_manifest("solo")).encode()).returncode == 0
         assert k("wait", "--for=condition=Ready", "pod/solo", "--timeout=10s").returncode == 0
         assert k("exec", "solo", "--", "echo", "hi").stdout == b"hi\n"
         children = _descendants(proc.pid)

@@ -86,13 +86,11 @@ def test_cp_both_ways_binary(kubectl: Kubectl, running_pod: str, tmp_path: Path)
     assert hashlib.sha256(back.read_bytes()).hexdigest() == hashlib.sha256(payload).hexdigest()
 
 
-def test_state_persists_between_execs(kubectl132: Kubectl, running_pod: str,
-                                      emulator: Emulator) -> None:
+def test_state_persists_between_execs(kubectl132: Kubectl, running_pod: str, emulator: Emulator) -> None:
     kubectl132.ok("exec", running_pod, "--", "sh", "-c", "echo kept > /tmp/f; echo w > /workspace/w")
     assert kubectl132.ok("exec", running_pod, "--", "cat", "/tmp/f", "/workspace/w") == "kept\nw\n"
     # a background process outlives its exec, as in a container
-    kubectl132.ok("exec", running_pod, "--", "sh", "-c",
-                  "nohup sleep 123 >/dev/null 2>&1 </dev/null &")
+    kubectl132.ok("exec", running_pod, "--", "sh", "-c", "nohup sleep 123 >/dev/null 2>&1 </dev/null &")
     assert "sleep 123" in kubectl132.ok("exec", running_pod, "--", "ps", "-eo", "args")
     assert kubectl132.ok("exec", running_pod, "--", "hostname").strip() == running_pod
 
@@ -108,19 +106,24 @@ def _cmdlines(pids: list[int]) -> list[str]:
     return out
 
 
-def test_client_disconnect_kills_the_exec(kubectl: Kubectl, running_pod: str,
-                                          emulator: Emulator) -> None:
+def test_client_disconnect_kills_the_exec(kubectl: Kubectl, running_pod: str, emulator: Emulator) -> None:
     ns = kubectl.namespace
-    proc = kubectl.popen("exec", running_pod, "--", "sleep", "271",
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = kubectl.popen(
+        "exec", running_pod, "--", "sleep", "271", stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
-        wait_for(lambda: "sleep 271" in _cmdlines(emulator.pod_pids(ns, running_pod)),
-                 what="the exec'd sleep to run")
+        wait_for(
+            lambda: "sleep 271" in _cmdlines(emulator.pod_pids(ns, running_pod)),
+            what="the exec'd sleep to run",
+        )
     finally:
         proc.kill()
         proc.wait()
-    wait_for(lambda: "sleep 271" not in _cmdlines(emulator.pod_pids(ns, running_pod)),
-             timeout=5, what="the abandoned exec to be killed")
+    wait_for(
+        lambda: "sleep 271" not in _cmdlines(emulator.pod_pids(ns, running_pod)),
+        timeout=5,
+        what="the abandoned exec to be killed",
+    )
 
 
 def test_twenty_concurrent_execs(kubectl: Kubectl, running_pod: str) -> None:
@@ -145,16 +148,25 @@ def test_delete_pod_kills_everything(kubectl132: Kubectl, emulator: Emulator) ->
 
 # -- raw WebSocket client -----------------------------------------------------------------------
 
-async def _raw_exec(emu: Emulator, ns: str, pod: str, argv: list[str], protocol: str,
-                    stdin: bytes | None = None, close_stdin: bool = True
-                    ) -> tuple[bytes, bytes, dict[str, Any] | None, str]:
+
+async def _raw_exec(
+    emu: Emulator,
+    ns: str,
+    pod: str,
+    argv: list[str],
+    protocol: str,
+    stdin: bytes | None = None,
+    close_stdin: bool = True,
+) -> tuple[bytes, bytes, dict[str, Any] | None, str]:
     query = [("command", a) for a in argv] + [("stdout", "true"), ("stderr", "true")]
     if stdin is not None:
         query.append(("stdin", "true"))
     url = f"{emu.url}/api/v1/namespaces/{ns}/pods/{pod}/exec"
     out, err, status = b"", b"", None
-    async with aiohttp.ClientSession() as session, session.ws_connect(
-            url, params=query, protocols=(protocol,)) as ws:
+    async with (
+        aiohttp.ClientSession() as session,
+        session.ws_connect(url, params=query, protocols=(protocol,)) as ws,
+    ):
         chosen = ws.protocol or ""
         if stdin is not None:
             await ws.send_bytes(b"\x00" + stdin)
@@ -174,10 +186,10 @@ async def _raw_exec(emu: Emulator, ns: str, pod: str, argv: list[str], protocol:
 
 
 @pytest.mark.parametrize("protocol", ["v5.channel.k8s.io", "v4.channel.k8s.io"])
-def test_raw_protocol_frames(emulator: Emulator, ns: str, running_pod: str,
-                             protocol: str) -> None:
-    out, err, status, chosen = asyncio.run(_raw_exec(
-        emulator, ns, running_pod, ["sh", "-c", "echo o; echo e >&2; exit 7"], protocol))
+def test_raw_protocol_frames(emulator: Emulator, ns: str, running_pod: str, protocol: str) -> None:
+    out, err, status, chosen = asyncio.run(
+        _raw_exec(emulator, ns, running_pod, ["sh", "-c", "echo o; echo e >&2; exit 7"], protocol)
+    )
     assert chosen == protocol
     assert (out, err) == (b"o\n", b"e\n")
     assert status is not None and status["status"] == "Failure"
@@ -188,14 +200,16 @@ def test_raw_protocol_frames(emulator: Emulator, ns: str, running_pod: str,
 
 
 def test_v5_stdin_close_signal(emulator: Emulator, ns: str, running_pod: str) -> None:
-    out, _, status, _ = asyncio.run(_raw_exec(emulator, ns, running_pod, ["wc", "-c"],
-                                              "v5.channel.k8s.io", stdin=b"x" * 1000))
+    out, _, status, _ = asyncio.run(
+        _raw_exec(emulator, ns, running_pod, ["wc", "-c"], "v5.channel.k8s.io", stdin=b"x" * 1000)
+    )
     assert out.strip() == b"1000" and status == {"metadata": {}, "status": "Success"}
 
 
 def test_server_side_exec_cost(emulator: Emulator, ns: str, running_pod: str) -> None:
     """The server's part of an exec (upgrade, nsenter, pumps, status, close) stays a few ms, so
     a `kubectl exec` is dominated by kubectl's own start-up."""
+
     async def many(n: int) -> float:
         await _raw_exec(emulator, ns, running_pod, ["true"], "v5.channel.k8s.io")  # warm-up
         t0 = time.perf_counter()
@@ -216,16 +230,23 @@ def test_pod_start_latency(emulator: Emulator, ns: str) -> None:
     assert elapsed < 0.2 + emulator.start_delay
 
 
-def test_python_kubernetes_client_exec(emulator: Emulator, ns: str, running_pod: str,
-                                       tmp_path: Path) -> None:
+def test_python_kubernetes_client_exec(emulator: Emulator, ns: str, running_pod: str, tmp_path: Path) -> None:
     k8s = pytest.importorskip("kubernetes")
     from kubernetes.stream import stream
 
     cfg = emulator.write_kubeconfig(tmp_path / "kubeconfig", namespace=ns)
     api = k8s.client.CoreV1Api(k8s.config.new_client_from_config(str(cfg)))
-    resp = stream(api.connect_get_namespaced_pod_exec, running_pod, ns,
-                  command=["sh", "-c", "echo hi; exit 5"], stdout=True, stderr=True,
-                  stdin=False, tty=False, _preload_content=False)
+    resp = stream(
+        api.connect_get_namespaced_pod_exec,
+        running_pod,
+        ns,
+        command=["sh", "-c", "echo hi; exit 5"],
+        stdout=True,
+        stderr=True,
+        stdin=False,
+        tty=False,
+        _preload_content=False,
+    )
     try:
         resp.run_forever(timeout=10)
         assert resp.read_stdout() == "hi\n"

@@ -20,8 +20,7 @@ def _clean_faults(emulator: Emulator) -> Any:
     emulator.faults.clear()
 
 
-def test_fail_requests_with_status(kubectl: Kubectl, running_pod: str,
-                                   emulator: Emulator) -> None:
+def test_fail_requests_with_status(kubectl: Kubectl, running_pod: str, emulator: Emulator) -> None:
     path = f"/namespaces/{kubectl.namespace}/pods/{running_pod}$"
     fault = emulator.faults.fail_requests(path, 500, method="GET")
     before = emulator.stats.count("GET", path)
@@ -36,8 +35,9 @@ def test_fail_requests_with_status(kubectl: Kubectl, running_pod: str,
 
 
 @pytest.mark.parametrize("status", [429, 503])
-def test_retry_after_is_retried_by_kubectl(kubectl: Kubectl, running_pod: str,
-                                           emulator: Emulator, status: int) -> None:
+def test_retry_after_is_retried_by_kubectl(
+    kubectl: Kubectl, running_pod: str, emulator: Emulator, status: int
+) -> None:
     path = f"/namespaces/{kubectl.namespace}/pods/{running_pod}$"
     fault = emulator.faults.fail_requests(path, status, method="GET", retry_after=0, count=2)
     before = emulator.stats.count("GET", path)
@@ -58,13 +58,13 @@ def test_post_retried_after_503_with_retry_after(kubectl132: Kubectl, emulator: 
 
 
 def test_refused_exec_upgrade(kubectl: Kubectl, running_pod: str, emulator: Emulator) -> None:
-    fault = emulator.faults.refuse_exec(500, "error dialing backend: dial tcp 10.1.2.3:10250: "
-                                        "connect: connection refused", pod=running_pod)
+    fault = emulator.faults.refuse_exec(
+        500, "error dialing backend: dial tcp 10.1.2.3:10250: connect: connection refused", pod=running_pod
+    )
     posts = emulator.stats.count("POST", "/exec$")
     res = kubectl.run("exec", running_pod, "--", "echo", "hi")
     assert res.returncode == 1 and res.stdout == b""
-    assert b"error dialing backend: dial tcp 10.1.2.3:10250: connect: connection refused" \
-        in res.stderr
+    assert b"error dialing backend: dial tcp 10.1.2.3:10250: connect: connection refused" in res.stderr
     assert fault.fired == 1
     assert emulator.exec_count(running_pod, kubectl.namespace) == 0
     if kubectl.version == "1.32":
@@ -76,16 +76,19 @@ def test_refused_exec_upgrade(kubectl: Kubectl, running_pod: str, emulator: Emul
 
 def test_drop_exec_after_bytes(kubectl: Kubectl, running_pod: str, emulator: Emulator) -> None:
     fault = emulator.faults.drop_exec(after_bytes=1000)
-    res = kubectl.run("exec", running_pod, "--", "sh", "-c",
-                      "head -c 100000 /dev/zero; sleep 30")
+    res = kubectl.run("exec", running_pod, "--", "sh", "-c", "head -c 100000 /dev/zero; sleep 30")
     assert res.returncode == 1
     assert len(res.stdout) <= 1000
     assert b"1006" in res.stderr or b"unexpected EOF" in res.stderr
     assert fault.fired == 1
     # the exec'd process did not survive the dropped connection
-    wait_for(lambda: not any(b"sleep\x0030" in _cmdline(p)
-                             for p in emulator.pod_pids(kubectl.namespace, running_pod)),
-             timeout=5, what="the dropped exec to be killed")
+    wait_for(
+        lambda: (
+            not any(b"sleep\x0030" in _cmdline(p) for p in emulator.pod_pids(kubectl.namespace, running_pod))
+        ),
+        timeout=5,
+        what="the dropped exec to be killed",
+    )
 
 
 def _cmdline(pid: int) -> bytes:
@@ -105,8 +108,9 @@ def test_drop_exec_before_status(kubectl: Kubectl, running_pod: str, emulator: E
 
 
 @pytest.mark.parametrize("trigger", [{"after_seconds": 0.3}, {"after_bytes": 5}])
-def test_delete_pod_during_exec(kubectl: Kubectl, running_pod: str, emulator: Emulator,
-                                trigger: dict[str, Any]) -> None:
+def test_delete_pod_during_exec(
+    kubectl: Kubectl, running_pod: str, emulator: Emulator, trigger: dict[str, Any]
+) -> None:
     ns = kubectl.namespace
     fault = emulator.faults.delete_pod_during_exec(pod=running_pod, **trigger)
     res = kubectl.run("exec", running_pod, "--", "sh", "-c", "echo hello-there; sleep 30")
@@ -127,8 +131,9 @@ def test_latency(kubectl132: Kubectl, running_pod: str, emulator: Emulator) -> N
 
 def _http(emu: Emulator, path: str, method: str = "GET", body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(emu.url + path, data=data, method=method,
-                                 headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        emu.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -136,12 +141,20 @@ def _http(emu: Emulator, path: str, method: str = "GET", body: Any = None) -> tu
         return err.code, json.loads(err.read())
 
 
-def test_http_fault_and_stats_endpoints(kubectl132: Kubectl, running_pod: str,
-                                        emulator: Emulator) -> None:
+def test_http_fault_and_stats_endpoints(kubectl132: Kubectl, running_pod: str, emulator: Emulator) -> None:
     path = f"/namespaces/{kubectl132.namespace}/pods/{running_pod}$"
-    code, made = _http(emulator, "/_emulator/faults", "POST", {
-        "kind": "fail_requests", "path_regex": path, "status": 503, "method": "GET",
-        "message": "etcd is sad"})
+    code, made = _http(
+        emulator,
+        "/_emulator/faults",
+        "POST",
+        {
+            "kind": "fail_requests",
+            "path_regex": path,
+            "status": 503,
+            "method": "GET",
+            "message": "etcd is sad",
+        },
+    )
     assert code == 201 and made["faults"][0]["remaining"] == 1
     res = kubectl132.run("get", "pod", running_pod)
     assert b"etcd is sad" in res.stderr and b"(ServiceUnavailable)" in res.stderr
@@ -154,17 +167,16 @@ def test_http_fault_and_stats_endpoints(kubectl132: Kubectl, running_pod: str,
     assert not any(k.startswith("GET /_emulator") for k in stats["by_request"])
     code, err = _http(emulator, "/_emulator/faults", "POST", {"kind": "nonsense"})
     assert code == 400 and "unknown fault kind" in err["message"]
-    code, err = _http(emulator, "/_emulator/faults", "POST",
-                      {"kind": "drop_exec", "after_bytes": 1, "before_status": True})
+    code, err = _http(
+        emulator, "/_emulator/faults", "POST", {"kind": "drop_exec", "after_bytes": 1, "before_status": True}
+    )
     assert code == 400
 
 
-def test_exec_count_and_request_counts(kubectl132: Kubectl, running_pod: str,
-                                       emulator: Emulator) -> None:
+def test_exec_count_and_request_counts(kubectl132: Kubectl, running_pod: str, emulator: Emulator) -> None:
     ns = kubectl132.namespace
     assert emulator.exec_count(running_pod, ns) == 0
     for _ in range(3):
         kubectl132.ok("exec", running_pod, "--", "true")
     assert emulator.exec_count(running_pod, ns) == 3
-    assert emulator.stats.count("GET", f"/namespaces/{ns}/pods/{running_pod}/exec$",
-                                status=101) == 3
+    assert emulator.stats.count("GET", f"/namespaces/{ns}/pods/{running_pod}/exec$", status=101) == 3
