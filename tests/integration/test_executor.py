@@ -323,3 +323,43 @@ def test_markdown_extraction_then_execution(executor: KubernetesCommandLineCodeE
     result = executor.execute_code_blocks(blocks)
     assert result.exit_code == 0
     assert result.stdout == "42\n```\n"
+
+
+def test_deferred_start_create_resources_cleanup_and_properties(cluster: Cluster) -> None:
+    executor = KubernetesCommandLineCodeExecutor(
+        **cluster.executor_kwargs(), start=False, timeout=7, work_dir="/data", pod_name="kx-deferred"
+    )
+    try:
+        assert executor.pod_name == "kx-deferred"
+        assert "kx-deferred" not in [p["metadata"]["name"] for p in cluster.pods()]
+        executor.create_resources()
+        assert executor.is_pod_running_with_image() == "kx-deferred"
+        assert (executor.timeout, str(executor.work_dir), executor.image) == (7, "/data", cluster.image)
+        assert executor.namespace == cluster.namespace
+        assert executor.execution_policies["html"] is False
+        pwd = executor.execute_code_blocks([CodeBlock("pwd", "sh")])
+        assert pwd.stdout == "/data\n"
+    finally:
+        executor.cleanup()
+    assert "kx-deferred" not in [p["metadata"]["name"] for p in cluster.pods()]
+
+
+def test_handle_sigint_stops_the_pod_then_interrupts(cluster: Cluster) -> None:
+    import signal
+
+    executor = KubernetesCommandLineCodeExecutor(**cluster.executor_kwargs())
+    name = executor.pod_name
+    with pytest.raises(KeyboardInterrupt):
+        executor.handle_sigint(signal.SIGINT, None)
+    assert name not in [p["metadata"]["name"] for p in cluster.pods()]
+
+
+def test_attach_uses_a_running_pod_and_never_deletes_it(
+    cluster: Cluster, executor_factory: ExecutorFactory
+) -> None:
+    owner = executor_factory()
+    owner.execute_code_blocks([CodeBlock("echo kept > note.txt", "sh")])
+    attached = executor_factory(pod_name=owner.pod_name, attach=True)
+    assert attached.execute_code_blocks([CodeBlock("cat note.txt", "sh")]).stdout == "kept\n"
+    attached.stop()
+    assert owner.is_pod_running_with_image() == owner.pod_name
