@@ -173,9 +173,8 @@ def test_run_logs_can_be_downloaded(executor: KubernetesCommandLineCodeExecutor,
 def test_image_without_python_uses_tar_and_sha256sum(
     executor_factory: ExecutorFactory, tmp_path: Path
 ) -> None:
-    # No python in this image: the in-pod side must manage with tar, sha256sum, mkfifo and tee. (Root
-    # because the emulator's busybox profile cannot yet exec as a non-root user.)
-    ex = executor_factory(image="busybox:1.36", hardened=False, run_as_user=0)
+    # No python in this image: the in-pod side must manage with tar, sha256sum, mkfifo and tee.
+    ex = executor_factory(image="busybox:1.36")
     assert (
         ex.execute_code_blocks([CodeBlock("command -v python3 python || echo none", "sh")]).stdout == "none\n"
     )
