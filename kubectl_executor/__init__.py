@@ -1,5 +1,6 @@
 """kubectl-executor: run AI-agent code in a Kubernetes pod, talking to the cluster only through kubectl."""
 
+from .dispatcher import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from .errors import (
     ConflictError,
     ExecNotStartedError,
@@ -11,6 +12,7 @@ from .errors import (
     NotFoundError,
     OutcomeUnknownError,
     PodStartError,
+    RemoteNotFoundError,
     StartupTimeoutError,
     TransferError,
     TransientError,
@@ -21,6 +23,7 @@ from .kubectl import ClusterAccess, Kubectl
 from .manifest import PodOptions, Resources
 from .results import CodeBlock, CodeResult, CommandLineCodeResult, MarkdownCodeExtractor
 from .retry import RetryPolicy
+from .transfer import TransferLimits
 
 __version__ = "0.1.0"
 
@@ -43,10 +46,15 @@ __all__ = [
     "OutcomeUnknownError",
     "PodOptions",
     "PodStartError",
+    "RemoteNotFoundError",
     "Resources",
     "RetryPolicy",
     "StartupTimeoutError",
+    "ToolCallResult",
+    "ToolCommandLineCodeResult",
+    "ToolError",
     "TransferError",
+    "TransferLimits",
     "TransientError",
     "UnsafePathError",
     "__version__",

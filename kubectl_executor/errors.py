@@ -17,6 +17,7 @@ exception. Exceptions mean that we could not do what was asked, and say why::
     ├── StartupTimeoutError                      the pod did not become ready in time
     ├── OutcomeUnknownError                      a block may have run but its result was lost
     └── TransferError                            an upload/download failed its checks
+        └── RemoteNotFoundError (also FileNotFoundError)  the pod path to download does not exist
 
 The kubectl errors keep the underlying failure as ``__cause__`` where there is one.
 """
@@ -135,3 +136,7 @@ def _first_line(text: str) -> str:
         if line.strip():
             return line.strip()
     return ""
+
+
+class RemoteNotFoundError(TransferError, FileNotFoundError):
+    """The path to download does not exist in the pod."""

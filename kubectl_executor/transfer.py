@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, cast
 
-from .errors import InvalidInputError, TransferError, TransientError, UnsafePathError
+from .errors import InvalidInputError, RemoteNotFoundError, TransferError, TransientError, UnsafePathError
 from .kubectl import Kubectl, classify_failure
 from .languages import validate_relative_path
 from .manifest import CONTAINER
@@ -785,6 +785,8 @@ class FilesMixin:
         code = state.get("code")
         if state.get("timed_out"):
             raise TransferError(f"the download from pod {self._pod_name} did not finish in {deadline:g}s")
+        if complaint and code == 3:  # download.sh: the path does not exist
+            raise RemoteNotFoundError(f"{rel!r} does not exist in pod {self._pod_name}: {complaint}")
         if complaint and code:
             raise TransferError(f"download of {rel!r} from pod {self._pod_name} failed: {complaint}")
         # kubectl's own failure (pod gone, stream dropped) explains a broken tar: say that, typed,

@@ -17,6 +17,7 @@ from kx_cluster import Cluster, ExecutorFactory
 from kubectl_executor import (
     CodeBlock,
     KubernetesCommandLineCodeExecutor,
+    RemoteNotFoundError,
     TransferError,
     UnsafePathError,
 )
@@ -154,7 +155,7 @@ def test_download_refuses_links_and_special_files_from_the_pod(
 def test_download_of_missing_remote_is_a_clear_error(
     executor: KubernetesCommandLineCodeExecutor, tmp_path: Path
 ) -> None:
-    with pytest.raises(TransferError, match="does not exist"):
+    with pytest.raises(RemoteNotFoundError, match="does not exist"):
         executor.download_file("no/such/file.txt", tmp_path / "x")
     executor.upload_file_content("plain.txt", "x")
     with pytest.raises(TransferError, match="not a directory"):

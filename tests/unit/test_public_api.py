@@ -33,6 +33,11 @@ INTENDED = {
     "StartupTimeoutError",
     "OutcomeUnknownError",
     "TransferError",
+    "RemoteNotFoundError",
+    "TransferLimits",
+    "ToolCallResult",
+    "ToolCommandLineCodeResult",
+    "ToolError",
     "__version__",
 }
 
