@@ -48,7 +48,7 @@ from .manifest import (
     validate_env_value,
 )
 from .models import Pod
-from .pod import apply_pod, delete_pod, find_reusable, get_pod, wait_ready
+from .pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
 from .protocol import (
     MarkerFilter,
     OutputBudget,
@@ -134,6 +134,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         run_as_user: int = 1000,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
+        network_policy: bool = False,
+        owner_reference: bool | dict[str, Any] | None = None,
         active_deadline_seconds: int | None = 6 * 3600,
         labels: dict[str, str] | None = None,
         pod_overrides: dict[str, Any] | None = None,
@@ -213,6 +215,11 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             retry=retry,
         )
         self._namespace = namespace
+        # Default-deny egress NetworkPolicy with the pod (kubectl_executor.netpol says how to relax it).
+        self._network_policy = network_policy
+        # In-cluster: None = an ownerReference to the caller's own pod when detectable (pod.py).
+        self._owner_reference = owner_reference
+        self._owner_resolved = False
         # Persistent session (one kubectl exec for all blocks); stateful implies it.
         self._use_session = session or stateful
         self._stateful = stateful
@@ -302,10 +309,14 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 self._extra_env = {**self._env, **self._extra_env}
                 logger.info("reusing pod %s", self._pod_name)
                 return
+        if not self._owner_resolved:
+            refs = resolve_owner_references(self._kubectl, self._owner_reference, self._namespace)
+            self._pod_options = self._pod_options.model_copy(update={"owner_references": refs})
+            self._owner_resolved = True
         manifest = self.manifest()
         self._created = True
         try:
-            apply_pod(self._kubectl, manifest)
+            create_pod(self._kubectl, manifest, network_policy=self._network_policy)
             self._pod = wait_ready(self._kubectl, self._pod_name, self._startup_timeout)
         except BaseException:
             self._delete_quietly()
@@ -320,7 +331,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             self._close_session()
             self._release_pool_pod()
             if self._created and not self._keep_pod:
-                delete_pod(self._kubectl, self._pod_name)
+                delete_pod(self._kubectl, self._pod_name, network_policy=self._network_policy)
             elif self._created:
                 logger.warning("keep_pod=True: leaving pod %s running", self._pod_name)
         finally:
@@ -339,7 +350,12 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._release_pool_pod()
         self._extra_env.clear()
         if self._created and not self._keep_pod:
-            delete_pod(self._kubectl, self._pod_name, wait=self._fixed_name is not None)
+            delete_pod(
+                self._kubectl,
+                self._pod_name,
+                wait=self._fixed_name is not None,
+                network_policy=self._network_policy,
+            )
         self._created = False
         self._pod = None
         self._reused = False
@@ -376,7 +392,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     def _delete_quietly(self) -> None:
         try:
-            delete_pod(self._kubectl, self._pod_name)
+            delete_pod(self._kubectl, self._pod_name, network_policy=self._network_policy)
         except KubectlExecutorError as exc:
             logger.warning("could not delete pod %s: %s", self._pod_name, exc)
         self._created = False

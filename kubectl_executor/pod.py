@@ -1,22 +1,37 @@
 """Pod lifecycle through kubectl: create, wait (failing fast), find for reuse, delete.
 
-The decisions (is it ready? will it never start?) are pure functions on :class:`Pod`.
+The decisions (is it ready? will it never start? who is the caller's own pod?) are pure
+functions; the kubectl calls around them are thin.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import os
+import re
+import socket
 import threading
 import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from .errors import NotFoundError, PodStartError, StartupTimeoutError, TransientError
+from . import netpol
+from .errors import (
+    InvalidInputError,
+    KubectlError,
+    NotFoundError,
+    PodStartError,
+    StartupTimeoutError,
+    TransientError,
+)
 from .kubectl import Kubectl, classify_failure
 from .manifest import (
     IMAGE_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    SESSION_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
     spec_hash,
@@ -65,6 +80,22 @@ def apply_pod(kubectl: Kubectl, manifest: dict[str, Any]) -> Pod:
     return Pod.model_validate(data)
 
 
+def create_pod(kubectl: Kubectl, manifest: dict[str, Any], *, network_policy: bool = False) -> Pod:
+    """Apply the pod; with ``network_policy``, its default-deny egress policy first (so the pod
+    never runs unguarded), then again with an ownerReference to the pod so that the cluster
+    collects the policy with the pod."""
+    if not network_policy:
+        return apply_pod(kubectl, manifest)
+    name = manifest["metadata"]["name"]
+    session = manifest["metadata"]["labels"][SESSION_LABEL]
+    policy = netpol.build_egress_deny_policy(name, session)
+    kubectl.run(["apply", "-f", "-"], stdin=json.dumps(policy).encode())
+    pod = apply_pod(kubectl, manifest)
+    owned = netpol.build_egress_deny_policy(name, session, owner_pod={"name": name, "uid": pod.metadata.uid})
+    kubectl.run(["apply", "-f", "-"], stdin=json.dumps(owned).encode())
+    return pod
+
+
 def get_pod(kubectl: Kubectl, name: str) -> Pod | None:
     try:
         return Pod.model_validate(kubectl.json(["get", "pod", name]))
@@ -79,9 +110,11 @@ def list_pods(kubectl: Kubectl, selector: str, *, all_namespaces: bool = False) 
     return PodList.model_validate(kubectl.json(args)).items
 
 
-def delete_pod(kubectl: Kubectl, name: str, *, wait: bool = False) -> None:
-    """Delete; NotFound is fine (idempotent)."""
+def delete_pod(kubectl: Kubectl, name: str, *, wait: bool = False, network_policy: bool = False) -> None:
+    """Delete (then its network policy, if it has one); NotFound is fine (idempotent)."""
     kubectl.run(["delete", "pod", name, "--ignore-not-found", f"--wait={'true' if wait else 'false'}"])
+    if network_policy:
+        kubectl.run(["delete", netpol.RESOURCE, name, "--ignore-not-found", "--wait=false"])
 
 
 def find_reusable(kubectl: Kubectl, image: str, work_dir: str) -> Pod | None:
@@ -160,18 +193,31 @@ class _Watch:
             proc.kill()
 
 
+# ``kubectl get pod NAME --watch`` GETs the pod, prints it, then watches from resourceVersion 0 and
+# drops the first event as a duplicate of what it printed. A change between its GET and the watch
+# start is that first event, so it is lost and the watch waits forever on a stale state (seen on
+# the emulator about one start in four). Each watch therefore lives one round only; the next
+# round's fresh GET sees any change the last one missed. Rounds grow so long starts stay cheap.
+WATCH_ROUND_FIRST = 1.0
+WATCH_ROUND_MAX = 8.0
+
+
 def wait_ready(kubectl: Kubectl, name: str, timeout: float) -> Pod:
     """Watch the pod until Ready; raise PodStartError as soon as it cannot start."""
     deadline = time.monotonic() + timeout
     last: Pod | None = None
+    round_seconds = WATCH_ROUND_FIRST
     while time.monotonic() < deadline:
         watch = _Watch()
-        code = watch.run(kubectl, name, deadline)
+        code = watch.run(kubectl, name, min(deadline, time.monotonic() + round_seconds))
+        round_seconds = min(round_seconds * 2, WATCH_ROUND_MAX)
         last = watch.last or last
         if watch.failure is not None:
             raise PodStartError(name, *watch.failure)
         if watch.decided.is_set() and watch.last is not None:
             return watch.last
+        if code is None:
+            continue  # the round is over and kubectl still watching: start a fresh one at once
         if code:  # the watch itself failed: a real error (NotFound, Forbidden) is raised as such
             stderr = b"".join(watch.stderr).decode(errors="replace")
             error = classify_failure(kubectl.argv(["get", "pod", name, "--watch"]), code, stderr)
@@ -183,3 +229,121 @@ def wait_ready(kubectl: Kubectl, name: str, timeout: float) -> Pod:
         time.sleep(0.2)  # pause between watches that ended undecided, not a synchronisation
     phase = last.status.phase if last else "unknown"
     raise StartupTimeoutError(f"pod {name} was not ready after {timeout:g}s (phase {phase})")
+
+
+# -- in-cluster: an ownerReference to the caller's own pod ---------------------------------------
+
+SA_NAMESPACE_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+_POD_NAME = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+_OWNER_KEYS = ("apiVersion", "kind", "name", "uid")
+
+
+@dataclass(frozen=True)
+class CallerPod:
+    """The pod this process runs in, as far as its environment tells."""
+
+    name: str
+    namespace: str | None
+    uid: str | None
+
+
+def _read_text(path: str) -> str | None:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
+def detect_caller_pod(
+    env: Mapping[str, str], read_file: Callable[[str], str | None] = _read_text
+) -> CallerPod | None:
+    """Pure (given ``read_file``): the downward API's POD_NAME/POD_NAMESPACE/POD_UID, else, when the
+    service-account namespace file or KUBERNETES_SERVICE_HOST says we are in a pod, the host
+    name (a pod's host name is its name). None outside a cluster."""
+    name = env.get("POD_NAME") or None
+    namespace = env.get("POD_NAMESPACE") or None
+    uid = env.get("POD_UID") or None
+    sa_namespace = None if name and namespace else read_file(SA_NAMESPACE_FILE)
+    if name is None:
+        if sa_namespace is None and not env.get("KUBERNETES_SERVICE_HOST"):
+            return None
+        name = env.get("HOSTNAME") or socket.gethostname()
+    if not _POD_NAME.match(name):
+        return None  # not a pod name (a host name set by hand): nothing we could own through
+    return CallerPod(name=name, namespace=namespace or sa_namespace, uid=uid)
+
+
+def owner_reference(name: str, uid: str) -> dict[str, Any]:
+    """A non-controller reference that needs no extra RBAC (blockOwnerDeletion false)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "name": name,
+        "uid": uid,
+        "controller": False,
+        "blockOwnerDeletion": False,
+    }
+
+
+def validate_owner_reference(ref: Mapping[str, Any]) -> dict[str, Any]:
+    """A user-given reference: the four identifying keys must be non-empty strings."""
+    for key in _OWNER_KEYS:
+        if not isinstance(ref.get(key), str) or not ref[key]:
+            raise InvalidInputError(f"owner_reference needs a non-empty string {key!r}, got {ref.get(key)!r}")
+    for key in ("controller", "blockOwnerDeletion"):
+        if key in ref and not isinstance(ref[key], bool):
+            raise InvalidInputError(f"owner_reference {key!r} must be a bool")
+    return dict(ref)
+
+
+def resolve_owner_references(
+    kubectl: Kubectl,
+    option: bool | Mapping[str, Any] | None,
+    namespace: str | None,
+    *,
+    env: Mapping[str, str] | None = None,
+    read_file: Callable[[str], str | None] = _read_text,
+) -> list[dict[str, Any]]:
+    """The ownerReferences for a new pod.
+
+    ``False``: none. A dict: that reference, as given. ``None`` (auto): a reference to the caller's
+    own pod when this process runs in one and that pod is in the namespace ours goes to; otherwise
+    none (logged). ``True``: the same, but an error when it cannot be done.
+
+    Owner references cannot cross namespaces (the cluster would take ours for an orphan and delete
+    it), so the caller's pod is looked up with *our* kubectl flags: found means same namespace.
+    The downward API (POD_NAME, POD_NAMESPACE, POD_UID) spares that lookup when the namespace
+    was given and matches.
+    """
+    if option is False:
+        return []
+    if isinstance(option, Mapping):
+        return [validate_owner_reference(option)]
+    required = option is True
+
+    def give_up(why: str) -> list[dict[str, Any]]:
+        if required:
+            raise InvalidInputError(f"owner_reference=True: {why}")
+        logger.debug("no ownerReference to the caller's pod: %s", why)
+        return []
+
+    caller = detect_caller_pod(os.environ if env is None else env, read_file)
+    if caller is None:
+        return give_up("this process does not run in a Kubernetes pod (no POD_NAME, no service account)")
+    if caller.uid and caller.namespace and namespace == caller.namespace:
+        return [owner_reference(caller.name, caller.uid)]
+    try:
+        found = get_pod(kubectl, caller.name)
+    except KubectlError as exc:
+        if required:
+            raise
+        return give_up(f"cannot read pod {caller.name}: {exc.message}")
+    if found is None or not found.metadata.uid:
+        return give_up(
+            f"pod {caller.name} is not in the namespace of the executor's pod "
+            "(owner references cannot cross namespaces)"
+        )
+    if caller.uid and found.metadata.uid != caller.uid:
+        return give_up(f"pod {caller.name} has uid {found.metadata.uid}, not POD_UID {caller.uid}")
+    return [owner_reference(found.metadata.name, found.metadata.uid)]
