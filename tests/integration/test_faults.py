@@ -388,7 +388,9 @@ def test_runaway_code_is_stopped_at_the_deadline_and_nothing_is_left(
     strict=True,
     reason="_pod/run.sh kills the process group of `timeout` only; a block that calls setsid() "
     "(here `setsid sleep 304 &`) leaves that group and survives the deadline in the pod until "
-    "stop(). Expected: nothing the block started is left running after the 124.",
+    "stop(). It also holds the output pipe open, so run.sh's tee never ends and the 124 only comes "
+    "from the client deadline (timeout + 32 s) via kill_args, which again kills only the group. "
+    "Expected: 124 at the deadline and nothing the block started left running.",
 )
 def test_code_that_escapes_the_process_group_is_stopped_too(
     cluster: Cluster, emulator: Any, make: ExecutorFactory
