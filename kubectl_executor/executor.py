@@ -50,6 +50,7 @@ from .manifest import (
 from .models import Pod
 from .pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
 from .protocol import (
+    FrameSplitter,
     MarkerFilter,
     OutputBudget,
     RunRequest,
@@ -87,7 +88,9 @@ class ExecResult:
         timed_out: bool,
         truncated: bool,
         log_files: list[str],
+        frame: bytes | None = None,
     ) -> None:
+        self.frame = frame  # a tool call's structured result frame, if the runner wrote one
         self.exit_code = exit_code
         self.stdout = stdout
         self.stderr = stderr
@@ -494,8 +497,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         timeout: float | None = None,
         on_output: OutputCallback | None = None,
     ) -> ExecResult:
-        """One exec: code on stdin, outcome from the completion marker, never re-run."""
-        self._ensure_pod()
+        """One block: code on stdin, outcome from the completion marker, never re-run."""
         callback = on_output or self._on_output
         request = RunRequest(
             code=code,
@@ -506,10 +508,17 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             budget=self._max_output_bytes,
             env=dict(self._extra_env),
         )
+        return self._execute(request, callback)
+
+    def _execute(
+        self, request: RunRequest, callback: OutputCallback | None, *, stateless: bool = False
+    ) -> ExecResult:
+        """Run a request in the pod (the session's channel, or one exec), cancellable."""
+        self._ensure_pod()
         with self._cancel_lock:
             self._running = request.nonce
         try:
-            if self._use_session:
+            if self._use_session and not stateless:
                 return self._session_for_pod().run(request, callback)
             return self._run_stateless(request, callback)
         finally:
@@ -551,7 +560,11 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 if callback and chunk:
                     callback("stderr", chunk)
 
-            marker = MarkerFilter(request.nonce, on_stdout)
+            # A tool call's result frame comes between the program's output and the exit marker.
+            frames = None
+            if request.runner == "call":
+                frames = FrameSplitter(request.nonce, on_stdout, limit=16 * request.budget + (1 << 20))
+            marker = MarkerFilter(request.nonce, frames.feed if frames else on_stdout)
             done = self._kubectl.stream(
                 args,
                 stdin=request.encode(),
@@ -560,6 +573,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 on_stderr=on_stderr,
             )
             outcome = marker.close()
+            frame = frames.close() if frames else None
             if outcome is not None:
                 logs = []
                 if outcome.log_kept:
@@ -573,6 +587,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                     outcome.timed_out,
                     out.truncated or err.truncated,
                     logs,
+                    frame,
                 )
             if done.timed_out and marker.started:
                 self._kill_in_pod(request.nonce)

@@ -177,3 +177,66 @@ class OutputBudget:
         omitted = self.total - len(self._head) - len(self._tail)
         marker = f"\n[... {omitted} bytes omitted{'; ' + note if note else ''} ...]\n".encode()
         return bytes(self._head) + marker + bytes(self._tail)
+
+
+class FrameSplitter:
+    """Passes the program's stdout on to ``sink`` and cuts out the runner's result frame.
+
+    The frame is ``\\n__KX_FRAME_<nonce>__ <n>\\n`` then n bytes; it comes after all program output.
+    Enough bytes are held back to recognise the tag across chunk boundaries. A frame larger than
+    ``limit`` is dropped (``overflow``) rather than buffered.
+    """
+
+    def __init__(self, nonce: str, sink: Sink, limit: int) -> None:
+        self._tag = b"\n__KX_FRAME_" + nonce.encode() + b"__ "
+        self._hold = len(self._tag) + 24
+        self._sink = sink
+        self._limit = limit
+        self._pending = b""
+        self._want: int | None = None
+        self._frame = bytearray()
+        self._got = 0
+        self.overflow = False
+
+    def feed(self, chunk: bytes) -> None:
+        if self._want is not None:
+            self._take(chunk)
+            return
+        self._pending += chunk
+        at = self._pending.find(self._tag)
+        if at >= 0:
+            end = self._pending.find(b"\n", at + len(self._tag))
+            size = self._pending[at + len(self._tag) : end] if end >= 0 else b""
+            if end >= 0 and size.isdigit():
+                self._sink(self._pending[:at])
+                rest = self._pending[end + 1 :]
+                self._pending = b""
+                self._want = int(size)
+                self.overflow = self._want > self._limit
+                self._take(rest)
+                return
+            if end < 0 and len(self._pending) - at <= self._hold:
+                self._flush_before(at)
+                return
+        if len(self._pending) > self._hold:
+            self._flush_before(len(self._pending) - self._hold)
+
+    def _flush_before(self, cut: int) -> None:
+        if cut > 0:
+            self._sink(self._pending[:cut])
+            self._pending = self._pending[cut:]
+
+    def _take(self, data: bytes) -> None:
+        self._got += len(data)
+        if not self.overflow:
+            self._frame += data
+
+    def close(self) -> bytes | None:
+        """End of the stream: the complete frame, or None (no frame, cut short, or too big)."""
+        if self._want is None:
+            self._sink(self._pending)
+            self._pending = b""
+            return None
+        if self.overflow or self._got != self._want:
+            return None
+        return bytes(self._frame)

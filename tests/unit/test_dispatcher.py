@@ -1,4 +1,4 @@
-"""dispatcher.py: argument rules, the result frame, and tool calls through the real call.sh and runner.
+"""dispatcher.py: argument rules, the result frame, and tool calls through the real run.sh and runner.
 
 The in-pod pieces run with the host's /bin/sh and python (a local process, never kubectl) behind the
 fake kubectl runner.
@@ -12,12 +12,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kx_fakes import ExecReply, FakeProcess, FakeRunner
+from kx_fakes import ExecReply, FakeRunner, ParsedRequest
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor import dispatcher as D
 from kubectl_executor.dispatcher import (
-    FrameSplitter,
     ToolCommandLineCodeResult,
     build_tool_result,
     encode_payload,
@@ -25,6 +23,7 @@ from kubectl_executor.dispatcher import (
     runner_source,
 )
 from kubectl_executor.errors import InvalidInputError, OutcomeUnknownError, UnsafePathError
+from kubectl_executor.protocol import RUN_SCRIPT, FrameSplitter
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -184,7 +183,7 @@ def test_build_tool_result_separates_the_runners_own_output() -> None:
     assert build_tool_result(b'{"status": "weird"}', b"", b"") is None
 
 
-# -- tool calls through the real call.sh and runner ------------------------------------------------------------
+# -- tool calls through the real run.sh and runner ------------------------------------------------------------
 
 
 @pytest.fixture
@@ -346,40 +345,40 @@ def test_timeout_is_enforced_in_the_pod(pod: KubernetesCommandLineCodeExecutor) 
 
 def test_no_marker_is_outcome_unknown_and_not_rerun(make_executor: Make, fake_runner: FakeRunner) -> None:
     ex = make_executor()
-    calls: list[FakeProcess] = []
+    calls: list[ParsedRequest] = []
 
-    def dropped(proc: FakeProcess) -> ExecReply:
-        calls.append(proc)
-        nonce = bytes(proc.stdin).split(b" ", 2)[1].decode()
-        return ExecReply(f"__KX_START_{nonce}__\npartial".encode(), returncode=0)
+    def dropped(request: ParsedRequest) -> ExecReply:
+        calls.append(request)
+        return ExecReply(f"__KX_START_{request.nonce}__\npartial".encode(), returncode=0)
 
-    fake_runner.other_exec = dropped
+    fake_runner.exec_replies.append(dropped)
     with pytest.raises(OutcomeUnknownError):
         ex.execute_tool_function({}, "greet")
     assert len(calls) == 1
+    assert calls[0].runner == "call"
 
 
 def test_exec_not_started_is_retried_once_started_never(make_executor: Make, fake_runner: FakeRunner) -> None:
     ex = make_executor()
-    replies = [
-        ExecReply(b"", stderr=b"error dialing backend: connection refused\n", returncode=1),
-        None,
-    ]
+    seen: list[ParsedRequest] = []
 
-    def answer(proc: FakeProcess) -> ExecReply:
-        reply = replies.pop(0)
-        if reply is not None:
-            return reply
-        nonce = bytes(proc.stdin).split(b" ", 2)[1].decode()
+    def refused(request: ParsedRequest) -> ExecReply:
+        seen.append(request)
+        return ExecReply(b"", stderr=b"error dialing backend: connection refused\n", returncode=1, ran=False)
+
+    def answer(request: ParsedRequest) -> ExecReply:
+        seen.append(request)
+        nonce = request.nonce
         frame = b'{"status": "returned", "value": 5, "value_is_json": true, "runner_stdout_bytes": 2}'
         body = f"__KX_START_{nonce}__\n5\n\n__KX_FRAME_{nonce}__ {len(frame)}\n".encode() + frame
         return ExecReply(body + f"\n__KX_EXIT_{nonce}__ 0 0 0 /tmp/kx-logs\n".encode())
 
-    fake_runner.other_exec = answer
+    fake_runner.exec_replies.extend([refused, answer])
     result = ex.execute_tool_function({}, "five")
     assert result.output == "5\n"
     assert result.tool_result is not None and result.tool_result.value == 5
-    assert replies == []
+    assert len(seen) == 2 and not fake_runner.exec_replies
+    assert json.loads(seen[1].code) == {"function": "five", "arguments": {}}
 
 
 def test_module_name_in_payload_not_argv(
@@ -387,5 +386,5 @@ def test_module_name_in_payload_not_argv(
 ) -> None:
     pod.execute_tool_function({}, "greet", module="robin_user")
     call = fake_runner.spawns[-1]
-    assert call.argv[-1] == "kx" and D.CALL_SCRIPT in call.argv
+    assert call.argv[-1] == "kx" and RUN_SCRIPT in call.argv
     assert b'"module": "robin_user"' in bytes(call.stdin)
