@@ -47,9 +47,24 @@ def validate_dns_label(value: str, what: str = "name") -> str:
 
 
 def validate_label_value(value: str) -> str:
-    if len(value) > 63 or not _LABEL_VALUE.match(value):
+    if not isinstance(value, str) or len(value) > 63 or not _LABEL_VALUE.match(value):
         raise InvalidInputError(f"invalid label value {value!r} (at most 63 characters)")
     return value
+
+
+_LABEL_NAME = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+_DNS_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$")
+
+
+def validate_label_key(key: str) -> str:
+    """``[prefix/]name``: a DNS-subdomain prefix, a name of at most 63 characters."""
+    prefix, _, name = key.rpartition("/") if isinstance(key, str) else ("", "", "")
+    if not _LABEL_NAME.match(name) or ("/" in key and not _DNS_SUBDOMAIN.match(prefix)):
+        raise InvalidInputError(
+            f"invalid label key {key!r}: [DNS-subdomain prefix/]name, the name at most 63 characters of "
+            "alphanumerics, '-', '_' and '.', starting and ending with an alphanumeric"
+        )
+    return key
 
 
 def validate_env_name(name: str) -> str:
@@ -135,7 +150,10 @@ def build_pod_manifest(opts: PodOptions, labels: dict[str, str]) -> dict[str, An
         raise InvalidInputError(f"work_dir must be an absolute path, got {opts.work_dir!r}")
     all_labels = {**labels, SPEC_LABEL: spec_hash(opts.image, opts.work_dir)}
     for key, value in opts.labels.items():
-        all_labels[key] = validate_label_value(value)
+        if key in all_labels:
+            # gc, reuse and the NetworkPolicy select on these: a user value would hide the pod.
+            raise InvalidInputError(f"label {key!r} is set by kubectl-executor and cannot be overridden")
+        all_labels[validate_label_key(key)] = validate_label_value(value)
 
     env = [{"name": "HOME", "value": HOME_DIR}, {"name": "PYTHONUNBUFFERED", "value": "1"}]
     for key, value in opts.env.items():

@@ -287,3 +287,40 @@ def test_wait_ready_recovers_when_the_watch_misses_the_change(
 @pytest.fixture
 def make(make_executor: Make) -> Make:
     return make_executor
+
+
+# -- user labels ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "labels",
+    [
+        {"bad key": "v"},
+        {"-lead": "v"},
+        {"x" * 64: "v"},
+        {"Example.COM/name": "v"},  # prefixes are lower-case DNS subdomains
+        {"a/b/c": "v"},
+        {"": "v"},
+        {"team": "bad value"},
+        {SESSION_LABEL: "mine"},  # would hide the pod from gc, reuse and its NetworkPolicy
+        {MANAGED_BY_LABEL: "someone-else"},
+    ],
+)
+def test_user_labels_refused_before_the_cluster(
+    make: Make, fake_runner: FakeRunner, labels: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidInputError):
+        make(labels=labels)
+    assert fake_runner.runs == []
+
+
+def test_non_string_label_value_is_a_value_error(make: Make, fake_runner: FakeRunner) -> None:
+    with pytest.raises(ValueError, match="string"):  # pydantic's, from PodOptions
+        make(labels={"team": 42})
+    assert fake_runner.runs == []
+
+
+def test_good_user_label_keys(make: Make, fake_runner: FakeRunner) -> None:
+    make(labels={"team": "ml", "example.com/cost-center": "42", "a_b.c": ""})
+    labels = json.loads(fake_runner.runs_of("apply")[0].stdin or b"")["metadata"]["labels"]
+    assert labels["example.com/cost-center"] == "42" and labels["a_b.c"] == ""
