@@ -5,6 +5,7 @@ often the fault fired, how many requests or execs reached the emulator, how ofte
 retry policy waited (its ``sleep`` hook records the waits and never sleeps, so retries are
 instant and no assertion depends on wall-clock time).
 
+Hostile downloads: a `tar` planted first on the pod's PATH answers with crafted archives.
 SIGKILL of the host process mid-run, then ``gc``: tests/integration/test_gc.py
 (test_sigkilled_owner_mid_run_leaves_no_pod_after_gc). kubectl exiting 0 without the completion
 marker needs a man in the middle: test_security.py drives it through kx_proxy.
@@ -13,6 +14,8 @@ marker needs a man in the middle: test_security.py drives it through kx_proxy.
 from __future__ import annotations
 
 import itertools
+import json
+import os
 import secrets
 import shutil
 from collections.abc import Iterator
@@ -31,7 +34,10 @@ from kubectl_executor import (
     KubernetesCommandLineCodeExecutor,
     NotFoundError,
     OutcomeUnknownError,
+    TransferError,
+    TransferLimits,
     TransientError,
+    UnsafePathError,
 )
 from kubectl_executor.retry import RetryPolicy
 
@@ -517,3 +523,128 @@ def test_rbac_forbidden_exec(
     emulator.faults.clear()
     assert emulator.exec_count(ex.pod_name, cluster.namespace) == execs
     assert side_effects(cluster, ex) == 0
+
+
+# -- a hostile pod answers a download -------------------------------------------------------------------
+
+# A `tar` the model's code put first on the pod's PATH (CVE-2019-1002101 came from exactly this: a
+# container's own tar binary answering `kubectl cp`). It ignores its arguments and sends a crafted
+# archive; download.sh checksums whatever it sends, so only the client's member checks stand.
+HOSTILE_TAR = r"""#!/usr/bin/env python3
+import io, json, os, sys, tarfile
+cfg = json.load(open(os.path.expanduser("~/.kx-hostile.json")))
+kind, outside = cfg["kind"], cfg["outside"]
+buf = io.BytesIO()
+tar = tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT)
+def member(name, data=b"pwned\n", type_=tarfile.REGTYPE, link="", **extra):
+    ti = tarfile.TarInfo(name)
+    ti.type, ti.linkname = type_, link
+    for k, v in extra.items():
+        setattr(ti, k, v)
+    if type_ == tarfile.REGTYPE:
+        ti.size = len(data)
+        tar.addfile(ti, io.BytesIO(data))
+    else:
+        tar.addfile(ti)
+member("./ok.txt", b"fine\n")
+if kind == "dotdot":
+    member("../escape.txt")
+elif kind == "absolute":
+    member(outside + "/abs.txt")
+elif kind == "symlink":
+    member("./d", type_=tarfile.SYMTYPE, link=outside)
+    member("./d/pwned.txt")
+elif kind == "hardlink":
+    member("./hl", type_=tarfile.LNKTYPE, link=outside + "/victim.txt")
+elif kind == "device":
+    member("./null", type_=tarfile.CHRTYPE, devmajor=1, devminor=3)
+elif kind == "many":
+    for i in range(50):
+        member("./f%d" % i)
+elif kind == "long-header":
+    ti = tarfile.TarInfo("./x")
+    ti.pax_headers = {"comment": "c" * (2 << 20)}
+    tar.addfile(ti, io.BytesIO(b""))
+if kind == "huge":  # a header that claims 3 GiB, then a trickle
+    ti = tarfile.TarInfo("./huge")
+    ti.size = 3 << 30
+    out = buf.getvalue() + ti.tobuf(tarfile.GNU_FORMAT) + b"x" * 4096
+else:
+    tar.close()
+    out = buf.getvalue()
+sys.stdout.buffer.write(out)
+"""
+
+HOSTILE_KINDS = ["dotdot", "absolute", "symlink", "hardlink", "device", "huge", "many", "long-header"]
+
+
+@pytest.fixture
+def hostile(cluster: Cluster, executor_factory: ExecutorFactory) -> KubernetesCommandLineCodeExecutor:
+    path = "/home/kx/.local/bin:/usr/local/bin:/usr/local/sbin:/usr/sbin:/usr/bin:/sbin:/bin"
+    ex = executor_factory(env_vars=[{"key": "PATH", "value": path}])
+    ex.upload_file_content("hostile-tar", HOSTILE_TAR)
+    setup = "mkdir -p ~/.local/bin out && cp hostile-tar ~/.local/bin/tar && chmod +x ~/.local/bin/tar && command -v tar"
+    result = ex.execute_code_blocks([CodeBlock(setup, "sh")])
+    assert result.stdout == "/home/kx/.local/bin/tar\n", result.output
+    return ex
+
+
+def local_tree(root: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(root)): ("link" if p.is_symlink() else "dir" if p.is_dir() else p.read_text())
+        for p in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("kind", HOSTILE_KINDS)
+def test_hostile_download_writes_nothing_outside_the_target(
+    hostile: KubernetesCommandLineCodeExecutor, tmp_path: Path, kind: str
+) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("original\n")
+    landing = tmp_path / "landing"
+    landing.mkdir()
+    config = json.dumps({"kind": kind, "outside": str(outside)})
+    write = f"import os\nopen(os.path.expanduser('~/.kx-hostile.json'), 'w').write({config!r})"
+    assert hostile.execute_code_blocks([CodeBlock(write, "python")]).exit_code == 0  # (uploads use tar too)
+    before = local_tree(tmp_path)
+    with pytest.raises((UnsafePathError, TransferError)) as info:
+        hostile.download_dir("out", landing / "dest", limits=TransferLimits(max_members=20))
+    expected = {
+        "dotdot": "escapes",
+        "absolute": "absolute",
+        "symlink": "symlink",
+        "hardlink": "hardlink",
+        "device": "device",
+        "huge": "exceeds",
+        "many": "more than 20 members",
+        "long-header": "metadata header",
+    }[kind]
+    assert expected in str(info.value)
+    assert local_tree(tmp_path) == before  # no target, no staging left, outside untouched
+    assert os.stat(outside / "victim.txt").st_nlink == 1
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "device"])
+def test_hostile_download_with_skip_unsafe_stays_inside(
+    hostile: KubernetesCommandLineCodeExecutor, tmp_path: Path, kind: str
+) -> None:
+    """Links and devices left out; what follows a skipped link lands inside the target."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "victim.txt").write_text("original\n")
+    config = json.dumps({"kind": kind, "outside": str(outside)})
+    write = f"import os\nopen(os.path.expanduser('~/.kx-hostile.json'), 'w').write({config!r})"
+    assert hostile.execute_code_blocks([CodeBlock(write, "python")]).exit_code == 0
+    dest = tmp_path / "dest"
+    files = hostile.download_dir("out", dest, skip_unsafe=True)
+    inside = {"symlink": {"ok.txt": "fine\n", "d": "dir", "d/pwned.txt": "pwned\n"}}.get(
+        kind, {"ok.txt": "fine\n"}
+    )
+    assert local_tree(dest) == inside
+    assert sorted(str(f.relative_to(dest)) for f in files) == sorted(
+        k for k, v in inside.items() if v != "dir"
+    )
+    assert local_tree(outside) == {"victim.txt": "original\n"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dest", "outside"]
