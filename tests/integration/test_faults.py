@@ -182,6 +182,20 @@ def test_retry_after_is_honoured(
     assert waits == []
 
 
+def test_a_delay_stated_by_the_server_is_honoured_by_the_library(
+    cluster: Cluster, emulator: Any, make: ExecutorFactory, waits: list[float]
+) -> None:
+    """No Retry-After header (so kubectl fails at once), but the Status message states the delay:
+    the library's own retries wait at least that long (seen through the policy's sleep hook)."""
+    ex = make()
+    path = pod_path(cluster, ex.pod_name)
+    message = "Too many requests, please try again in 2 seconds."
+    fault = emulator.faults.fail_requests(path, 429, method="GET", count=2, message=message)
+    assert ex.is_pod_running_with_image() == ex.pod_name
+    assert fault.fired == 2
+    assert len(waits) == 2 and all(w >= 2.0 for w in waits), waits
+
+
 def test_persistent_429_gives_up_after_the_bound(
     cluster: Cluster, emulator: Any, make: ExecutorFactory, waits: list[float]
 ) -> None:
