@@ -139,7 +139,9 @@ class WarmPool:
             )
         self.namespace = namespace or self._kubectl.access.namespace
         self._cond = threading.Condition()
-        self._ready = 0  # own unclaimed Ready pods, as of the last refill pass
+        # Own pods seen Ready and unclaimed (with their resourceVersion): a claim tries these
+        # first, so that it is one kubectl call; a pod another client took meanwhile just conflicts.
+        self._warm: dict[str, Pod] = {}
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
@@ -182,7 +184,8 @@ class WarmPool:
         want = self.size if count is None else count
         with self._cond:
             return (
-                self._cond.wait_for(lambda: self._ready >= want or self._closed, timeout) and not self._closed
+                self._cond.wait_for(lambda: len(self._warm) >= want or self._closed, timeout)
+                and not self._closed
             )
 
     def _refill_loop(self) -> None:
@@ -208,7 +211,9 @@ class WarmPool:
                 self._discard(pod.metadata.name, f"{failure[0]}: {failure[1]}")
                 continue
             live.append(pod)
-        self._set_ready(sum(1 for p in live if p.ready))
+        with self._cond:
+            self._warm = {p.metadata.name: p for p in live if p.ready}
+            self._cond.notify_all()
         missing = self.size - len(live)
         names = self._create(missing) if missing > 0 and not self._stopping.is_set() else []
         waiting = names + [p.metadata.name for p in live if not p.ready]
@@ -216,11 +221,12 @@ class WarmPool:
         for pod_name in waiting:
             if self._stopping.is_set():
                 return
-            if self._await_ready(pod_name) is None:
+            ready = self._await_ready(pod_name)
+            if ready is None:
                 failed = pod_name
             else:
                 with self._cond:
-                    self._ready += 1
+                    self._warm[pod_name] = ready
                     self._cond.notify_all()
         if failed is not None and not self._stopping.is_set():
             raise PodStartError(failed, "NotReady", "a pool pod did not become ready")
@@ -261,11 +267,6 @@ class WarmPool:
         except KubectlExecutorError as exc:
             logger.warning("pool %s: could not delete pod %s: %s", self.name, pod_name, exc)
 
-    def _set_ready(self, count: int) -> None:
-        with self._cond:
-            self._ready = count
-            self._cond.notify_all()
-
     # -- claiming -----------------------------------------------------------------------------
 
     def claim(self, owner: str | None = None, *, timeout: float | None = None) -> Pod:
@@ -278,27 +279,44 @@ class WarmPool:
         deadline = time.monotonic() + (self.startup_timeout if timeout is None else timeout)
         self.start()
         while True:
-            candidates = [
-                p
-                for p in list_pods(self._kubectl, self._free_selector)
-                if p.ready and not p.metadata.deletion_timestamp
-            ]
-            random.shuffle(candidates)  # spread concurrent claimers over the pods
-            for pod in candidates:
-                claimed = self._try_claim(pod, claim_id)
-                if claimed is not None:
-                    if pod.metadata.labels.get(SESSION_LABEL) == self.pool_id:
-                        with self._cond:
-                            self._ready = max(self._ready - 1, 0)
-                    self._wake.set()  # refill now
-                    logger.info("pool %s: claimed pod %s", self.name, claimed.metadata.name)
-                    return claimed
+            claimed = self._claim_known(claim_id) or self._claim_listed(claim_id)
+            if claimed is not None:
+                self._wake.set()  # refill now
+                logger.info("pool %s: claimed pod %s", self.name, claimed.metadata.name)
+                return claimed
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 raise StartupTimeoutError(f"pool {self.name} had no Ready pod to claim in time")
             self._wake.set()
             with self._cond:  # woken when one of our pods turns Ready; re-list for others' pods
                 self._cond.wait(min(remaining, 1.0))
+
+    def _claim_known(self, claim_id: str) -> Pod | None:
+        """Our own pods that the refill thread saw Ready: one label call, no list."""
+        while True:
+            with self._cond:
+                if not self._warm:
+                    return None
+                pod = self._warm.pop(random.choice(list(self._warm)))
+            claimed = self._try_claim(pod, claim_id)
+            if claimed is not None:
+                return claimed
+
+    def _claim_listed(self, claim_id: str) -> Pod | None:
+        """Any Ready, unclaimed pod of the pool, whoever made it."""
+        candidates = [
+            p
+            for p in list_pods(self._kubectl, self._free_selector)
+            if p.ready and not p.metadata.deletion_timestamp
+        ]
+        random.shuffle(candidates)  # spread concurrent claimers over the pods
+        for pod in candidates:
+            claimed = self._try_claim(pod, claim_id)
+            if claimed is not None:
+                with self._cond:
+                    self._warm.pop(claimed.metadata.name, None)
+                return claimed
+        return None
 
     def _try_claim(self, pod: Pod, claim_id: str) -> Pod | None:
         name = pod.metadata.name

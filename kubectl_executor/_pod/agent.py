@@ -174,6 +174,7 @@ class Registry:
         directory = writable_dir([LOG_DIR, home_logs(os.environ)])
         self.path = os.path.join(directory, "session-%s.pids" % session_id) if directory else None
         self.groups = {}  # role -> pgid
+        self.me = None
         self.lock = threading.Lock()
 
     def reap_previous(self):
@@ -237,7 +238,9 @@ class Registry:
     def write(self):
         if self.path is None:
             return
-        lines = ["agent %d %s" % (os.getpid(), start_time(os.getpid()))]
+        if self.me is None:
+            self.me = "agent %d %s" % (os.getpid(), start_time(os.getpid()))
+        lines = [self.me]
         for pgid in self.groups.values():
             lines.append("group %d %s" % (pgid, start_time(pgid)))
         tmp = "%s.%d" % (self.path, os.getpid())
@@ -311,6 +314,7 @@ class Agent:
         self.base_env = dict(os.environ)
         self.base_env[SESSION_ENV] = session_id
         self.running = False  # cleared just before the X frame, so the next R is never refused
+        self.received = time.monotonic()
         self.active_group = None
         self.kernel = Kernel(self)
 
@@ -357,6 +361,7 @@ class Agent:
     # -- one block ---------------------------------------------------------------------------
 
     def run(self, payload):
+        self.received = time.monotonic()
         try:
             req = Request(payload)
         except (BadRequest, ValueError) as exc:
@@ -379,6 +384,7 @@ class Agent:
             {
                 "nonce": nonce,
                 "log_dir": (logs.dir if logs is not None else None) or LOG_DIR,
+                "agent_ms": round((time.monotonic() - self.received) * 1000, 3),
                 "exit_code": code,
                 "timed_out": timed_out,
                 "truncated": out_bytes > budget or err_bytes > budget,
@@ -446,70 +452,97 @@ class Agent:
         self.active_group = proc.pid
         self.registry.set("block", proc.pid)
         pump = Pump(self.out, logs, proc.stdout.fileno(), proc.stderr.fileno())
+        exited = Exited(proc)
         timed_out = False
-        try:
-            code = exit_status(proc.wait(timeout=req.timeout))
-        except subprocess.TimeoutExpired:
+        if exited.wait(req.timeout):
+            code = exit_status(proc.returncode)
+        else:
             # As `timeout -k`: TERM the group, KILL it if it is still there kill_after later.
             timed_out = True
             kill_group(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=req.kill_after)
-                code = 124
-            except subprocess.TimeoutExpired:
+            code = 124
+            if not exited.wait(req.kill_after):
                 kill_group(proc.pid)
-                proc.wait()
+                exited.wait(None)
                 code = 137
         kill_group(proc.pid, wait=1.0)  # what the block left running in the background
         pump.finish(time.monotonic() + DRAIN_GRACE)
         proc.stdout.close()
         proc.stderr.close()
-        self.active_group = None
-        self.registry.set("block", None)
+        self.active_group = None  # its line in the registry stays: start times make it harmless
         self.finish(req.nonce, code, timed_out, logs, req.budget)
 
 
+class Exited:
+    """Wakes the moment the process exits. Popen.wait(timeout) polls with growing sleeps, which
+    would add up to half the run time to every block; a blocking waitpid in a thread does not."""
+
+    def __init__(self, proc):
+        self.event = threading.Event()
+        self.proc = proc
+        thread = threading.Thread(target=self._wait)
+        thread.daemon = True
+        thread.start()
+
+    def _wait(self):
+        self.proc.wait()
+        self.event.set()
+
+    def wait(self, timeout):
+        return self.event.wait(timeout)
+
+
 class Logs:
-    """The block's full output in <log dir>/<nonce>.out|.err, deleted unless a stream is over
-    budget. The log dir is /tmp/kx-logs, else $HOME/.kx-logs, else <work_dir>/.kx-logs."""
+    """The block's full output, kept in the pod as <log dir>/<nonce>.out|.err once a stream goes
+    over budget (the client gets head and tail; the files keep everything). Output within the
+    budget never touches the disk. Log dir: /tmp/kx-logs, else $HOME/.kx-logs, else
+    <work_dir>/.kx-logs."""
 
     def __init__(self, req, env):
-        self.dir = writable_dir([LOG_DIR, home_logs(env), os.path.join(req.work_dir, ".kx-logs")])
-        base = os.path.join(self.dir or LOG_DIR, req.nonce)
-        self.paths = [base + ".out", base + ".err"]
-        self.files = [None, None]
+        self.candidates = [LOG_DIR, home_logs(env), os.path.join(req.work_dir, ".kx-logs")]
+        self.nonce = req.nonce
+        self.budget = req.budget
+        self.dir = None
+        self.files = None  # opened when a stream goes over budget
+        self.buffers = [bytearray(), bytearray()]
         self.sizes = [0, 0]
-        if self.dir is not None:
-            try:
-                self.files = [open(p, "wb") for p in self.paths]
-            except OSError:
-                self.files = [None, None]
+        self.failed = False
 
     def write(self, index, chunk):
         self.sizes[index] += len(chunk)
-        fh = self.files[index]
-        if fh is not None:
-            try:
-                fh.write(chunk)
-            except OSError:
-                self.files[index] = None
+        if self.failed:
+            return
+        if self.files is None:
+            self.buffers[index] += chunk
+            if self.sizes[index] > self.budget:
+                self._spill()
+            return
+        try:
+            self.files[index].write(chunk)
+        except OSError:
+            self.failed = True
+
+    def _spill(self):
+        self.dir = writable_dir(self.candidates)
+        try:
+            if self.dir is None:
+                raise OSError("no writable log directory")
+            base = os.path.join(self.dir, self.nonce)
+            self.files = [open(base + ".out", "wb"), open(base + ".err", "wb")]
+            for fh, buf in zip(self.files, self.buffers):
+                fh.write(buf)
+        except OSError:
+            self.failed = True
+        self.buffers = [bytearray(), bytearray()]
 
     def close(self, budget):
-        """True when the logs are kept (the output was over budget)."""
-        for fh in self.files:
-            if fh is not None:
-                try:
-                    fh.close()
-                except OSError:
-                    pass
-        kept = max(self.sizes) > budget and all(f is not None for f in self.files)
-        if not kept:
-            for path in self.paths:
-                try:
-                    os.unlink(path)
-                except OSError:
-                    pass
-        return kept
+        """True when the logs are kept (a stream was over budget and both files were written)."""
+        for fh in self.files or ():
+            try:
+                fh.close()
+            except OSError:
+                self.failed = True
+        return self.files is not None and not self.failed
 
 
 class Pump:

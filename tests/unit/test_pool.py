@@ -207,6 +207,8 @@ def test_a_claim_is_one_label_call_with_a_resource_version_precondition(
     pod = pool.claim("owner1")
     labels = cluster.verbs("label")
     assert len(labels) == 1
+    # The pool knew its Ready pods: no list of the whole pool was needed (the refill lists its own).
+    assert [c for c in cluster.verbs("get") if c[3] == f"{POOL_LABEL}=default,!{CLAIMED_LABEL}"] == []
     call = labels[0]
     assert call[2] == pod.metadata.name
     assert f"--resource-version={versions[pod.metadata.name]}" in call
