@@ -398,13 +398,21 @@ class Bench:
                 [python, "-X", "importtime", "-c", IMPORT_TREE], capture_output=True, text=True, cwd=ROOT
             ).stderr
             sums = dict.fromkeys(groups, 0.0)
-            for line in err.splitlines():
-                if not line.startswith("import time:") or "self [us]" in line:
-                    continue
-                self_us, cumulative, name = line.split(":", 1)[1].split("|")
+            lines = [
+                line
+                for line in err.splitlines()
+                if line.startswith("import time:") and "self [us]" not in line
+            ]
+            parsed = [line.split(":", 1)[1].split("|") for line in lines]
+            # -X importtime prints children before their parent, indented: the subtree of
+            # kubectl_executor is the indented run of lines just before its own (top-level) line.
+            top = max(i for i, (_, _, name) in enumerate(parsed) if name.strip() == "kubectl_executor")
+            first = top
+            while first > 0 and parsed[first - 1][2].startswith("   "):
+                first -= 1
+            totals.append(int(parsed[top][1]) / 1000)
+            for self_us, _, name in parsed[first : top + 1]:
                 name = name.strip()
-                if name == "kubectl_executor":
-                    totals.append(int(cumulative) / 1000)
                 key = (
                     "pydantic and its deps"
                     if name.split(".")[0] in pydantic_like

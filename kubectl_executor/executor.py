@@ -533,11 +533,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             nonce = self._running
         if nonce is None:
             return False
-        if self._use_session and self._session is not None:
-            # Closing the channel makes the in-pod agent kill its block; the next block reconnects.
-            session, self._session = self._session, None
-            session.close()
-        else:
+        session = self._session
+        # The session kills its block in flight and keeps the channel (and a stateful kernel).
+        if session is None or not session.cancel(nonce):
             self._kill_in_pod(nonce)
         return True
 

@@ -8,7 +8,7 @@ group, in-pod deadline, stdin /dev/null, budgeted output with the full log kept 
 Wire format, both directions: 1 type byte, 4-byte big-endian payload length, payload::
 
     client -> agent   R  run request: RunRequest.encode() (the stateless KX1 header, then the code)
-                      Q  quit
+                      C  cancel (nonce): kill the block in flight      Q  quit
     agent -> client   H  hello (JSON)    S  started (nonce)    O  stdout chunk    E  stderr chunk
                       X  exit (JSON: exit_code, timed_out, truncated, log_kept, state_lost)
 
@@ -39,7 +39,7 @@ from .errors import InvalidInputError, KubectlError, KubectlExecutorError, Outco
 from .executor import ExecResult, OutputCallback
 from .kubectl import Kubectl, classify_failure, redact
 from .manifest import CONTAINER, validate_dns_label
-from .protocol import LOG_DIR, OutputBudget, RunRequest, new_nonce
+from .protocol import LOG_DIR, OutputBudget, RunRequest, kill_args, new_nonce
 from .retry import call_with_retry
 from .runner import Process
 
@@ -125,8 +125,9 @@ class SessionResult(ExecResult):
 class _Pending:
     """The block in flight: its budgets, its callback, and how it ended."""
 
-    def __init__(self, nonce: str, budget: int, callback: OutputCallback | None) -> None:
+    def __init__(self, nonce: str, budget: int, callback: OutputCallback | None, work_dir: str) -> None:
         self.nonce = nonce
+        self.work_dir = work_dir
         self.out = OutputBudget(budget)
         self.err = OutputBudget(budget)
         self.callback = callback
@@ -397,7 +398,7 @@ class Session:
             if self.stateful and request.runner == "python":
                 request = dataclasses.replace(request, runner="kernel")
             payload = request.encode()
-            pending = _Pending(request.nonce, self.max_output_bytes, on_output)
+            pending = _Pending(request.nonce, self.max_output_bytes, on_output, request.work_dir)
             conn = self._ensure_connected()
             conn.current = pending
             try:
@@ -446,6 +447,26 @@ class Session:
                 stdout=pending.out.value(note),
                 stderr=pending.err.value(note),
             )
+
+    def cancel(self, nonce: str) -> bool:
+        """Kill the block ``nonce`` if it is in flight; thread-safe (the caller of :meth:`run` holds
+        the session). Its result still arrives as usual (a killed program: 137). The Python
+        agent is told on the channel (C frame); the sh agent reads no frames while a block runs,
+        so its block is killed by its pid file with one ``kubectl exec``."""
+        conn = self._conn
+        pending = conn.current if conn is not None else None
+        if conn is None or pending is None or pending.nonce != nonce:
+            return False
+        if conn.hello is not None and conn.hello.get("agent") == "python":
+            try:
+                conn.send(b"C", nonce.encode())
+                return True
+            except (OSError, ValueError):
+                return False
+        self._kubectl.run(
+            kill_args(self.pod, self.container, nonce, pending.work_dir), timeout=30, check=False, idempotent=False
+        )
+        return True
 
     def _reconnect_quietly(self) -> None:
         """A fresh agent of this session kills what a stuck one left running."""

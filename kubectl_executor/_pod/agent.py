@@ -4,6 +4,7 @@ The client keeps ONE ``kubectl exec -i`` open to this process, so a block costs 
 start-up. Frames on stdin/stdout: 1 type byte, 4-byte big-endian payload length, payload.
 
     client -> agent   R  run request (the stateless runner's KX1 header, then the code)
+                      C  cancel (nonce): kill the block in flight
                       Q  quit
     agent -> client   H  hello (JSON)          S  started (nonce)
                       O  stdout chunk          E  stderr chunk
@@ -315,6 +316,8 @@ class Agent:
         self.base_env[SESSION_ENV] = session_id
         self.running = False  # cleared just before the X frame, so the next R is never refused
         self.received = time.monotonic()
+        self.nonce = None
+        self.cancelled = False
         self.active_group = None
         self.kernel = Kernel(self)
 
@@ -340,6 +343,8 @@ class Agent:
                 break
             if kind == b"Q":
                 break
+            if kind == b"C":
+                self.cancel(payload.decode("ascii", "replace"))
             if kind == b"R":
                 if self.running:  # the client waits for X before it sends the next block
                     self.out.send(b"E", b"kubectl-executor: a block is already running\n")
@@ -349,6 +354,16 @@ class Agent:
                 worker.daemon = True
                 worker.start()
         self.shutdown()
+
+    def cancel(self, nonce):
+        """Kill the block in flight if it is ``nonce`` (its X frame follows as usual)."""
+        if not self.running or nonce != self.nonce:
+            return
+        self.cancelled = True
+        if self.active_group is not None:
+            kill_group(self.active_group)
+        elif self.kernel.busy:
+            self.kernel.interrupt()
 
     def shutdown(self):
         """Client gone or asked us to quit: nothing we started outlives the session."""
@@ -362,8 +377,11 @@ class Agent:
 
     def run(self, payload):
         self.received = time.monotonic()
+        self.cancelled = False
+        self.nonce = None
         try:
             req = Request(payload)
+            self.nonce = req.nonce
         except (BadRequest, ValueError) as exc:
             self.out.send(b"S", b"")
             self.out.send(b"E", ("kubectl-executor: %s\n" % exc).encode())
@@ -385,6 +403,7 @@ class Agent:
                 "nonce": nonce,
                 "log_dir": (logs.dir if logs is not None else None) or LOG_DIR,
                 "agent_ms": round((time.monotonic() - self.received) * 1000, 3),
+                "cancelled": self.cancelled,
                 "exit_code": code,
                 "timed_out": timed_out,
                 "truncated": out_bytes > budget or err_bytes > budget,
@@ -529,8 +548,8 @@ class Logs:
                 raise OSError("no writable log directory")
             base = os.path.join(self.dir, self.nonce)
             self.files = [open(base + ".out", "wb"), open(base + ".err", "wb")]
-            for fh, buf in zip(self.files, self.buffers):
-                fh.write(buf)
+            for index in (0, 1):
+                self.files[index].write(self.buffers[index])
         except OSError:
             self.failed = True
         self.buffers = [bytearray(), bytearray()]
@@ -604,9 +623,37 @@ class Kernel:
         self.proc = None
         self.sock = None
         self.lost = False  # the previous interpreter died: report it on the next block
+        self.busy = False
+        self.blocks = 0  # counts blocks, so that a late escalation never hits the next one
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
+
+    def kill_children(self):
+        """The interpreter survived an interrupted block; the processes the block started do not."""
+        pgid = self.proc.pid
+        for pid in group_members(pgid):
+            if pid != pgid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def interrupt(self, kill_after=2.0):
+        """SIGINT the block (a cancel); KILL the interpreter if it is still busy kill_after later."""
+        proc = self.proc
+        if proc is None:
+            return
+        kill_group(proc.pid, signal.SIGINT)
+        block = self.blocks
+
+        def escalate():
+            if self.busy and self.proc is proc and self.blocks == block:
+                kill_group(proc.pid)
+
+        timer = threading.Timer(kill_after, escalate)
+        timer.daemon = True
+        timer.start()
 
     def kill(self):
         if self.proc is not None:
@@ -665,6 +712,8 @@ class Kernel:
         os.close(err_w)
         pump = Pump(agent.out, logs, out_r, err_r)
         timed_out = False
+        self.blocks += 1
+        self.busy = True
         reply = self.reply(req.timeout)
         if reply == "timeout":
             # Interrupt, as a notebook does; kill (and lose the state) only if that fails.
@@ -678,13 +727,7 @@ class Kernel:
                 code = 137
                 kill_group(pgid)
             elif reply is not None:
-                # The interpreter survived; the processes the block started do not.
-                for pid in group_members(pgid):
-                    if pid != pgid:
-                        try:
-                            os.kill(pid, signal.SIGKILL)
-                        except OSError:
-                            pass
+                self.kill_children()
         if reply is None:  # the interpreter died under the block (os._exit, a crash, KILL)
             state_lost = True
             try:
@@ -697,6 +740,9 @@ class Kernel:
             self.kill()
         elif not timed_out:
             code = int(reply.get("exit_code", 1))
+            if agent.cancelled:
+                self.kill_children()
+        self.busy = False
         pump.finish(time.monotonic() + DRAIN_GRACE)
         os.close(out_r)
         os.close(err_r)

@@ -172,6 +172,7 @@ kx_run() {
   ) </dev/null >"$out" 2>"$err" &
   pid=$!
   kx_record "$pid"
+  echo "$pid" >"$logs/$nonce.pid" # what a cancel kills (protocol.kill_args), as with run.sh
   sleep "$tmo" </dev/null >/dev/null 2>&1 &
   watchdog=$!
   killer=
@@ -211,7 +212,7 @@ kx_run() {
     if [ "$killed" = 1 ]; then rc=137; else rc=124; fi
   fi
   kx_pump
-  kx_record
+  rm -f -- "$logs/$nonce.pid"
   kept=0
   { [ "$oo" -gt "$budget" ] || [ "$eo" -gt "$budget" ]; } && kept=1
   [ "$kept" = 0 ] && rm -f -- "$out" "$err"

@@ -193,3 +193,24 @@ def test_the_shell_agent_serves_images_without_python(
     running = executor.execute_code_blocks(sh(LIST_COMMANDS)).stdout
     assert "sleep 274" not in running and "sleep 275" not in running
     assert executor._session is not None and executor._session.agent_kind == "sh"
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_cancel_stops_the_session_block_and_keeps_the_session(
+    executor_factory: ExecutorFactory, stateful: bool
+) -> None:
+    executor = executor_factory(session=True, stateful=stateful, timeout=120)
+    executor.execute_code_blocks(py("x = 1"))
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        if b"started" in chunk:
+            threading.Thread(target=executor.cancel).start()  # as another thread would
+
+    code = "import subprocess, time\nsubprocess.Popen(['sleep', '276'])\nprint('started')\ntime.sleep(277)"
+    result = executor.execute_code_blocks(py(code) + sh("echo skipped"), on_output=on_output)
+    assert result.exit_code != 0 and "skipped" not in result.output and not result.timed_out
+    after = executor.execute_code_blocks(sh(LIST_COMMANDS))
+    assert "sleep 276" not in after.stdout and "time.sleep(277)" not in after.stdout
+    if stateful:  # interrupted, not restarted: the state is still there
+        assert executor.execute_code_blocks(py("print(x)")).output == "1\n"
+    assert executor._session is not None and executor._session.connects == 1

@@ -478,3 +478,47 @@ def test_session_id_and_agent_are_validated(fake_kubectl: str) -> None:
         Session(kubectl, "pod-a", agent="perl")
     with pytest.raises(ValueError):
         Session(kubectl, "Bad_Pod")
+
+
+def run_until_started(session: Session, req: RunRequest) -> tuple[threading.Thread, list[Any]]:
+    """Run ``req`` in a thread; return once the block has printed "started" (seen on the channel)."""
+    started = threading.Event()
+    results: list[Any] = []
+
+    def on_output(stream: str, chunk: bytes) -> None:
+        if b"started" in chunk:
+            started.set()
+
+    thread = threading.Thread(target=lambda: results.append(session.run(req, on_output)))
+    thread.start()
+    assert started.wait(30)
+    return thread, results
+
+
+@pytest.mark.parametrize("agent", AGENTS)
+def test_cancel_kills_the_block_in_flight_and_the_session_goes_on(
+    open_session: Callable[..., Session], workdir: Path, agent: str
+) -> None:
+    session = open_session(agent=agent)
+    req = request(workdir, f"sleep 301 &\necho $! > {workdir}/bg.pid\necho started\nsleep 302\n", "sh")
+    thread, results = run_until_started(session, req)
+    assert session.cancel(req.nonce)
+    thread.join(30)
+    assert results and results[0].exit_code == 137 and not results[0].timed_out
+    assert process_gone(int((workdir / "bg.pid").read_text()))
+    assert session.run(request(workdir, "echo next", "sh")).stdout == b"next\n"
+    assert session.connects == 1  # the channel survived the cancel
+    assert not session.cancel(req.nonce)  # nothing in flight any more
+
+
+def test_cancel_interrupts_a_stateful_block_and_keeps_the_state(
+    open_session: Callable[..., Session], workdir: Path
+) -> None:
+    session = open_session(stateful=True)
+    session.run(request(workdir, "x = 5"))
+    req = request(workdir, "import time\nprint('started')\nwhile True:\n    time.sleep(0.01)\n")
+    thread, results = run_until_started(session, req)
+    assert session.cancel(req.nonce)
+    thread.join(30)
+    assert results and b"KeyboardInterrupt" in results[0].stderr and not results[0].state_lost
+    assert session.run(request(workdir, "print(x)")).stdout == b"5\n"
