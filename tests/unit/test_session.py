@@ -36,7 +36,9 @@ class LocalAgentRunner:
         self.real = ShRunner()
         self.spawned: list[list[str]] = []
         self.ran: list[list[str]] = []
-        bindir = os.path.dirname(sys.executable)  # a real python3 first on PATH, as in an image
+        # A python3 first on PATH, as in an image. KX_TEST_AGENT_BINDIR: a directory whose python3
+        # is another version, to check the agent on the oldest Python it supports (3.6).
+        bindir = os.environ.get("KX_TEST_AGENT_BINDIR") or os.path.dirname(sys.executable)
         self.env = {"PATH": f"{bindir}:{os.environ.get('PATH', '/usr/bin:/bin')}"}
 
     @staticmethod
