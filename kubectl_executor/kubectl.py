@@ -145,11 +145,13 @@ def classify_failure(
     """Map a failed kubectl run to the exception tree, by kubectl's stable error texts."""
     shown = redact(argv)
     low = stderr.lower()
-    if exec_call and any(s in low for s in _NOT_STARTED):
+    forbidden = "(forbidden)" in low or " is forbidden" in low
+    # An exec refused by RBAC also says "unable to upgrade connection": repeating it cannot help.
+    if exec_call and not forbidden and any(s in low for s in _NOT_STARTED):
         return ExecNotStartedError(shown, returncode, stderr)
     if "(notfound)" in low or ("not found" in low and "error from server" in low):
         return NotFoundError(shown, returncode, stderr)
-    if "(forbidden)" in low or " is forbidden" in low:
+    if forbidden:
         m = _RBAC.search(stderr)
         if m:
             group = m.group(3)

@@ -63,8 +63,12 @@ done
 out="$logs/$nonce.out"; err="$logs/$nonce.err"; rcf="$logs/$nonce.rc"; pidf="$logs/$nonce.pid"
 res="$logs/$nonce.result"
 export KX_TOOL_RESULT="$res" KX_TOOL_WORK_DIR="$work_dir" KX_TOOL_BUDGET="$budget"
-# The watchdog starts first, so if it is gone when the program ends the deadline has passed.
-sleep "$tmo" >/dev/null 2>&1 </dev/null &
+# The watchdog tells a timeout from a program that exits 124 by itself: if it is gone when the
+# program ends, the deadline has passed. It sleeps a little less than the deadline (the margin
+# absorbs scheduling delays under load), so only a program exiting 124 on its own in the last
+# moment before the deadline would be misreported as timed out.
+wd=$(awk -v t="$tmo" 'BEGIN { m = (t >= 2) ? 0.5 : 0.25; printf "%.3f", t - m }' 2>/dev/null) || wd=$tmo
+sleep "${wd:-$tmo}" >/dev/null 2>&1 </dev/null &
 watchdog=$!
 printf '__KX_START_%s__\n' "$nonce"
 # The program's stdin: /dev/null for code; for a call, the payload through a pipe of our own (the
