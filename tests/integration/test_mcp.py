@@ -364,3 +364,23 @@ async def test_http_server_shutdown_deletes_the_pods_of_open_sessions(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) in (0, -signal.SIGTERM)  # after a graceful shutdown
     assert pod not in pod_names(cluster)
+
+
+# -- the example ------------------------------------------------------------------------------------
+
+
+def test_the_example_client_runs_and_leaves_no_pod(cluster: Cluster) -> None:
+    example = Path(__file__).resolve().parents[2] / "examples" / "mcp_client.py"
+    env = {**os.environ, **server_env(cluster)}
+    env.pop("KX_USE_EMULATOR", None)
+    if cluster.kubeconfig:
+        env["KUBECONFIG"] = cluster.kubeconfig  # the example uses kubectl's current context
+
+    done = subprocess.run(
+        [sys.executable, str(example)], capture_output=True, text=True, env=env, timeout=240, check=False
+    )
+
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.rstrip().endswith("pod deleted.")
+    assert "binary round trip of 256 bytes: identical" in done.stdout
+    assert pod_names(cluster) == set()
