@@ -629,7 +629,10 @@ class Workspace:
 
     async def run(self, job: Callable[[Workspace], T]) -> T:
         """Run ``job`` in this session's worker thread; a cancelled caller stops the run in the pod."""
-        future = self._worker.submit(job, self)
+        try:
+            future = self._worker.submit(job, self)
+        except RuntimeError as exc:  # the worker was shut down: the session ended meanwhile
+            raise ToolError("this MCP session has ended") from exc
         try:
             return await asyncio.wrap_future(future)
         except BaseException:
@@ -825,17 +828,25 @@ class KubectlExecutorMcp:
         self._pool: WarmPool | None = None
         self._pool_kubectl: Kubectl | None = None
         self._state_lock = threading.Lock()
+        self._close_lock = threading.Lock()
         self.sessions = SessionRegistry(
             self._make_executor, idle_timeout=self.config.idle_timeout, max_sessions=self.config.max_sessions
         )
-        self.mcp: MCPServer[Any] = MCPServer(
-            "kubectl-executor",
-            title="kubectl-executor",
-            instructions=INSTRUCTIONS,
-            version=__version__,
-            lifespan=self._lifespan,
-            middleware=[_sessions_need_handshake],
-        )
+        # The SDK's constructor calls logging.basicConfig(); a library leaves logging to the application.
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            self.mcp: MCPServer[Any] = MCPServer(
+                "kubectl-executor",
+                title="kubectl-executor",
+                instructions=INSTRUCTIONS,
+                version=__version__,
+                lifespan=self._lifespan,
+                middleware=[_sessions_need_handshake],
+            )
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
         self._register_tools()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -856,17 +867,19 @@ class KubectlExecutorMcp:
         self.sessions.start_reaper()
 
     def close(self) -> None:
-        """Delete every session's pod and the pool's; idempotent (also safe from another thread)."""
-        self.sessions.close_all()
-        with self._state_lock:
-            pool, self._pool = self._pool, None
-            kubectl, self._pool_kubectl = self._pool_kubectl, None
-        try:
-            if pool is not None:
-                pool.close()
-        finally:
-            if kubectl is not None:
-                kubectl.close()
+        """Delete every session's pod and the pool's. Idempotent; a concurrent caller (the lifespan
+        and a SIGTERM handler) waits until the first one is done."""
+        with self._close_lock:
+            self.sessions.close_all()
+            with self._state_lock:
+                pool, self._pool = self._pool, None
+                kubectl, self._pool_kubectl = self._pool_kubectl, None
+            try:
+                if pool is not None:
+                    pool.close()
+            finally:
+                if kubectl is not None:
+                    kubectl.close()
 
     @contextlib.asynccontextmanager
     async def _lifespan(self, _: MCPServer[Any]) -> AsyncIterator[dict[str, Any]]:

@@ -257,6 +257,18 @@ async def test_a_sigkilled_server_leaves_a_pod_that_gc_removes(cluster: Cluster,
     assert pod not in pod_names(cluster)
 
 
+async def test_sigterm_makes_a_stdio_server_delete_its_pod_and_exit(
+    cluster: Cluster, errlog: IO[str]
+) -> None:
+    """Hosts that stop servers with SIGTERM (without closing stdin first) leave no pod either."""
+    async with stdio_session(cluster, errlog) as session:
+        pod = structured(await session.call_tool("run_code", {"language": "sh", "code": "true"}))["pod"]
+        labels = next(p for p in cluster.pods() if p["metadata"]["name"] == pod)["metadata"]["labels"]
+        os.kill(int(labels[OWNER_PID_LABEL]), signal.SIGTERM)
+        await anyio.to_thread.run_sync(wait_deleted, cluster, pod)  # while the client is still connected
+    assert pod not in pod_names(cluster)
+
+
 async def test_a_warm_pool_serves_the_session(cluster: Cluster, errlog: IO[str]) -> None:
     async with stdio_session(cluster, errlog, "--pool-size", "1") as session:
         result = structured(

@@ -637,6 +637,26 @@ async def test_one_session_blocking_does_not_block_another(make_fake: Callable[.
     reg.close_all()
 
 
+async def test_a_call_into_an_ended_session_is_a_tool_error(make_fake: Callable[..., FakeExecutor]) -> None:
+    reg = registry(make_fake, [])
+    ws = reg.acquire("a")
+    reg.end("a", wait=True)
+
+    with pytest.raises(mcp_server.ToolError, match="session has ended"):
+        await ws.run(lambda w: w.ensure())
+
+
+def test_building_the_server_leaves_logging_alone() -> None:
+    import logging
+
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+
+    KubectlExecutorMcp().close()
+
+    assert (list(root.handlers), root.level) == before
+
+
 # -- the server through the SDK's client (in memory) ---------------------------------------------
 
 
