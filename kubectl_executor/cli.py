@@ -1387,6 +1387,7 @@ def mcp(
         max_timeout=max_timeout,
     )
     server = KubectlExecutorMcp(config)
+    server.check_options()
     if transport == "stdio":
         _close_on_sigterm(server.close)
         server.serve_stdio()

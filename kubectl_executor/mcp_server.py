@@ -500,6 +500,8 @@ def render_run(result: RunResult) -> str:
         lines += ["--- stdout ---", result.stdout.rstrip("\n")]
     if result.stderr:
         lines += ["--- stderr ---", result.stderr.rstrip("\n")]
+    if isinstance(result, CallResult) and result.error is not None and result.error.traceback:
+        lines += ["--- traceback ---", result.error.traceback.rstrip("\n")]
     if result.truncation_note:
         lines.append(f"note: {result.truncation_note}")
     return _with_notice(result, "\n".join(lines))
@@ -741,6 +743,8 @@ class SessionRegistry:
                 if ws.busy == 0 and now - ws.last_used >= self.idle_timeout
             ]
             gone = [self._sessions.pop(key) for key in idle]
+            if len(self._expired) > 10_000:  # HTTP sessions that never came back
+                self._expired.clear()
             self._expired.update(idle)
         for ws in gone:
             if ws.pod_name:
@@ -857,6 +861,11 @@ class KubectlExecutorMcp:
         kwargs = dict(self.config.executor_kwargs)
         kwargs.setdefault("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES)
         return KubernetesCommandLineCodeExecutor(start=False, pool=self._pool, **kwargs)
+
+    def check_options(self) -> None:
+        """Build (and drop) one executor, so that bad options or a missing kubectl fail at start-up
+        rather than in every tool call. Touches no cluster."""
+        self._make_executor().stop()
 
     def open(self) -> None:
         """Start the reaper (and the warm pool); the transports call this."""

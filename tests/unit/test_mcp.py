@@ -426,6 +426,7 @@ def test_call_function_reports_what_the_function_raised(fake: FakeExecutor) -> N
     assert (result.exit_code, result.status) == (1, "raised")
     assert result.error is not None and result.error.type == "KeyError"
     assert "raised KeyError: 'x'" in mcp_server.render_run(result)
+    assert "--- traceback ---\nTraceback ...\nKeyError: 'x'" in mcp_server.render_run(result)
 
 
 def test_call_function_reinstalls_a_removed_runner_and_calls_again(fake: FakeExecutor) -> None:
@@ -843,7 +844,9 @@ def test_without_the_sdk_the_import_error_says_how_to_install_it() -> None:
     assert "pip install 'kubectl-executor[mcp]'" in done.stdout, done.stderr
 
 
-def test_cli_mcp_builds_the_server_from_flags_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cli_mcp_builds_the_server_from_flags_and_env(
+    monkeypatch: pytest.MonkeyPatch, fake_kubectl: str
+) -> None:
     seen: dict[str, Any] = {}
 
     def fake_serve(self: KubectlExecutorMcp) -> None:
@@ -856,7 +859,16 @@ def test_cli_mcp_builds_the_server_from_flags_and_env(monkeypatch: pytest.Monkey
         cli_module.cli,
         [
             "mcp",
-            *("--image", "python:3.12-slim", "--idle-timeout", "5m", "--memory-limit", "1Gi"),
+            *(
+                "--kubectl",
+                fake_kubectl,
+                "--image",
+                "python:3.12-slim",
+                "--idle-timeout",
+                "5m",
+                "--memory-limit",
+                "1Gi",
+            ),
             *("--timeout", "9", "--env", "A=b", "--no-hardened", "--max-file-bytes", "2048"),
         ],
         env=env,
@@ -875,15 +887,21 @@ def test_cli_mcp_builds_the_server_from_flags_and_env(monkeypatch: pytest.Monkey
     assert "network_policy" not in kwargs
 
 
-def test_cli_mcp_usage_errors(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(KubectlExecutorMcp, "serve_stdio", lambda self: None)
+def test_cli_mcp_usage_errors_fail_at_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    served: list[KubectlExecutorMcp] = []
+    monkeypatch.setattr(KubectlExecutorMcp, "serve_stdio", served.append)
     runner = CliRunner()
 
     both = runner.invoke(cli_module.cli, ["mcp", "--pool-size", "1", "--network-policy"])
     duration = runner.invoke(cli_module.cli, ["mcp", "--idle-timeout", "soon"])
+    no_kubectl = runner.invoke(cli_module.cli, ["mcp", "--kubectl", str(tmp_path / "missing")])
+    work_dir = runner.invoke(cli_module.cli, ["mcp"], env={"KUBECTL_EXECUTOR_WORK_DIR": "relative/dir"})
 
     assert both.exit_code == 2 and "NetworkPolicy" in both.output
     assert duration.exit_code != 0 and "not a duration" in duration.output
+    assert no_kubectl.exit_code == cli_module.EXIT_KUBECTL_NOT_FOUND, no_kubectl.output
+    assert work_dir.exit_code == 2 and "work_dir must be an absolute path" in work_dir.output
+    assert served == []
 
 
 def test_cli_mcp_print_manifest_shows_the_pod_options(fake_kubectl: str) -> None:
