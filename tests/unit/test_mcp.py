@@ -779,6 +779,27 @@ async def test_a_pod_that_cannot_start_is_a_tool_error(make_fake: Callable[..., 
     assert "the sandbox pod cannot start: ErrImagePull: image nope:1 not found" in result.content[0].text  # type: ignore[union-attr]
 
 
+def test_session_keys_stdio_and_http() -> None:
+    class Request:
+        def __init__(self, headers: dict[str, str]) -> None:
+            self.headers = headers
+
+    def ctx(request: object) -> Any:
+        class RequestContext:
+            pass
+
+        class Ctx:
+            request_context = RequestContext()
+
+        Ctx.request_context.request = request  # type: ignore[attr-defined]
+        return Ctx()
+
+    assert mcp_server.session_key(ctx(None)) == "stdio"
+    assert mcp_server.session_key(ctx(Request({"mcp-session-id": "abc"}))) == "http:abc"
+    with pytest.raises(mcp_server.ToolError, match="no MCP session"):
+        mcp_server.session_key(ctx(Request({})))  # the 2026-07-28 era over HTTP has no sessions
+
+
 async def test_discover_is_refused_over_http_only() -> None:
     class Ctx:
         method = "server/discover"
