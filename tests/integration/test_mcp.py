@@ -158,6 +158,18 @@ async def test_stdio_runs_code_with_exit_codes_and_timeouts_and_deletes_the_pod_
         assert (three["exit_code"], three["stdout"], three["stderr"]) == (3, "out\n", "err\n")
         assert (slow["exit_code"], slow["timed_out"], slow["stdout"]) == (124, True, "started\n")
         assert shell["stdout"] == "2 /workspace\n"
+
+        big = structured(
+            await session.call_tool(
+                "run_code", {"language": "python", "code": "print('x' * 200_000, end='')"}
+            )
+        )
+        assert big["truncated"] and len(big["stdout"]) < 100_000
+        log = next(
+            word.rstrip(",") for word in big["truncation_note"].split() if word.endswith((".out", ".out,"))
+        )
+        full = structured(await session.call_tool("download_file", {"path": log}))
+        assert (full["size"], full["text"]) == (200_000, "x" * 200_000)  # the whole output, kept in the pod
         pod = ok["pod"]
         assert {three["pod"], slow["pod"], shell["pod"]} == {pod}
         assert pod in pod_names(cluster)
