@@ -24,6 +24,7 @@ from .manifest import PodOptions, Resources
 from .results import CodeBlock, CodeResult, CommandLineCodeResult, MarkdownCodeExtractor
 from .retry import RetryPolicy
 from .transfer import TransferLimits
+from .workspace import PVCValidationResult, WorkspaceVolume
 
 __version__ = "0.1.0"
 
@@ -44,6 +45,7 @@ __all__ = [
     "MarkdownCodeExtractor",
     "NotFoundError",
     "OutcomeUnknownError",
+    "PVCValidationResult",
     "PodOptions",
     "PodStartError",
     "RemoteNotFoundError",
@@ -57,5 +59,6 @@ __all__ = [
     "TransferLimits",
     "TransientError",
     "UnsafePathError",
+    "WorkspaceVolume",
     "__version__",
 ]

@@ -38,6 +38,8 @@ INTENDED = {
     "ToolCallResult",
     "ToolCommandLineCodeResult",
     "ToolError",
+    "WorkspaceVolume",
+    "PVCValidationResult",
     "__version__",
 }
 
