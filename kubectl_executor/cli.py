@@ -54,7 +54,16 @@ from .models import Pod
 from .pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
 from .results import CodeBlock, CommandLineCodeResult, infer_language
 from .runner import Runner
-from .settings import Settings, load_settings
+from .settings import ENV_PREFIX, Settings, load_settings
+from .workspace import (
+    PersistentVolumeClaim,
+    WorkspaceVolume,
+    delete_claims,
+    get_claim,
+    list_claims,
+    list_workspaces,
+    workspace_selector,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -909,6 +918,11 @@ def parse_duration(text: str) -> float:
     "--include-live-owners", is_flag=True, help="also pods whose owner process is still running here"
 )
 @click.option("--include-long-lived", is_flag=True, help="also long-lived pods made by `up`")
+@click.option(
+    "--volumes",
+    is_flag=True,
+    help="also workspace claims (PersistentVolumeClaims) by the same rules: deletes data",
+)
 @click.option("--dry-run", is_flag=True, help="show what would be deleted, delete nothing")
 @click.option("-A", "--all-namespaces", is_flag=True, help="look in every namespace")
 @access_options
@@ -921,10 +935,11 @@ def gc(
     owner_host: str | None,
     include_live_owners: bool,
     include_long_lived: bool,
+    volumes: bool,
     dry_run: bool,
     all_namespaces: bool,
 ) -> int:
-    """Delete this tool's orphaned pods."""
+    """Delete this tool's orphaned pods (and, with --volumes, workspace claims)."""
     ttl = parse_duration(older_than) if older_than is not None else None
     kubectl = _kubectl(common)
     try:
@@ -937,6 +952,7 @@ def gc(
             include_long_lived=include_long_lived,
             dry_run=dry_run,
             all_namespaces=all_namespaces,
+            include_volumes=volumes,
         )
     finally:
         kubectl.close()
@@ -952,7 +968,7 @@ def _print_gc(found: list[GcCandidate], dry_run: bool) -> None:
         click.echo("nothing to collect", err=True)
     for c in found:
         verb = "would delete" if dry_run else "deleted"
-        click.echo(f"{verb} pod {c.namespace}/{c.name}: {c.reason} ({c.detail})")
+        click.echo(f"{verb} {c.kind} {c.namespace}/{c.name}: {c.reason} ({c.detail})")
 
 
 # -- doctor ---------------------------------------------------------------------------------------
@@ -1420,6 +1436,248 @@ def _close_on_sigterm(close: Callable[[], None]) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+
+
+# -- workspaces -----------------------------------------------------------------------------------
+
+ACCESS_MODES = click.Choice(["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany", "ReadWriteOncePod"])
+
+
+def _workspace_env(name: str) -> str:
+    return f"{ENV_PREFIX}{name}"
+
+
+@cli.group(
+    "workspace",
+    cls=_Group,
+    epilog="Executors mount a workspace with the library's shared_pvc_name=NAME (or WorkspaceVolume).",
+)
+def workspace_group() -> None:
+    """Shared workspaces: PersistentVolumeClaims that several pods mount."""
+
+
+def _workspace(common: Common, name: str | None, **options: Any) -> WorkspaceVolume:
+    """A WorkspaceVolume (not started) with the common cluster access; kept when the command ends."""
+    s = common.settings
+    return WorkspaceVolume(
+        name,
+        start=False,
+        keep=True,
+        long_lived=True,
+        namespace=s.namespace,
+        kubectl=s.kubectl,
+        kubeconfig=s.kubeconfig,
+        context=s.context,
+        remote_control_plane=s.remote_control_plane,
+        certificate_authority=s.certificate_authority,
+        insecure_skip_tls_verify=bool(s.insecure_skip_tls_verify),
+        runner=_runner(),
+        **options,
+    )
+
+
+def _label_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    labels = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise Failure(f"--label needs KEY=VALUE, got {pair!r}")
+        labels[key] = value
+    return labels
+
+
+@workspace_group.command(
+    "create",
+    epilog=_epilog(
+        "The claim carries kubectl-executor.io/lifetime=long-lived: gc leaves it alone;\n"
+        "`workspace delete NAME` deletes it (and the static volume of --host-path).\n\n"
+        "Examples:\n\n\b\n  kubectl-executor workspace create team-data --size 5Gi\n"
+        "  kubectl-executor workspace create scratch --host-path /srv/scratch --node my-node"
+    ),
+)
+@click.argument("name", required=False)
+@click.option(
+    "--size",
+    default="1Gi",
+    show_default=True,
+    envvar=_workspace_env("WORKSPACE_SIZE"),
+    show_envvar=True,
+    help="storage to request",
+)
+@click.option(
+    "--storage-class",
+    envvar=_workspace_env("STORAGE_CLASS"),
+    show_envvar=True,
+    help="storage class [default: the cluster's default class; '' for none]",
+)
+@click.option(
+    "--access-mode",
+    type=ACCESS_MODES,
+    default="ReadWriteMany",
+    show_default=True,
+    envvar=_workspace_env("WORKSPACE_ACCESS_MODE"),
+    show_envvar=True,
+    help="access mode of the claim",
+)
+@click.option(
+    "--fallback-access-mode", type=ACCESS_MODES, help="used when the provisioner refuses --access-mode"
+)
+@click.option(
+    "--host-path", help="make a static hostPath PersistentVolume at this node path (single-node clusters)"
+)
+@click.option("--local", is_flag=True, help="with --host-path: a `local` volume instead (needs --node)")
+@click.option("--node", help="pin the static volume to this node (kubernetes.io/hostname)")
+@click.option("--label", "labels", multiple=True, metavar="KEY=VALUE", help="label of the claim (repeatable)")
+@click.option(
+    "--bind-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=120.0,
+    show_default=True,
+    envvar=_workspace_env("BIND_TIMEOUT"),
+    show_envvar=True,
+    help="seconds to wait until the claim is bound",
+)
+@click.option("--print-manifest", is_flag=True, help="print what would be created (a JSON List) and exit")
+@access_options
+@output_options
+@command
+def workspace_create(
+    common: Common,
+    name: str | None,
+    size: str,
+    storage_class: str | None,
+    access_mode: str,
+    fallback_access_mode: str | None,
+    host_path: str | None,
+    local: bool,
+    node: str | None,
+    labels: tuple[str, ...],
+    bind_timeout: float,
+    print_manifest: bool,
+) -> int:
+    """Create a shared workspace (a PersistentVolumeClaim) and wait until it is bound."""
+    ws = _workspace(
+        common,
+        name,
+        size=size,
+        storage_class=storage_class,
+        access_mode=access_mode,
+        fallback_access_mode=fallback_access_mode,
+        host_path=host_path,
+        local=local,
+        node=node,
+        labels=_label_pairs(labels),
+        bind_timeout=bind_timeout,
+    )
+    try:
+        if print_manifest:
+            items = ws.manifests(common.settings.namespace or "default")
+            _echo_json({"apiVersion": "v1", "kind": "List", "items": items})
+            return EXIT_OK
+        with _progress(common, f"waiting for workspace {ws.name} to be bound"):
+            result = ws.start()
+    finally:
+        ws.stop()  # keep=True: only releases the kubectl state (a failed start already cleaned up)
+    if common.json:
+        _echo_json(result.model_dump(mode="json"))
+    elif not common.quiet:
+        if result.bound:
+            modes = ",".join(result.volume_access_modes)
+            click.echo(
+                f"workspace {result.claim_name} is Bound to volume {result.volume_name} "
+                f"({result.volume_capacity}, {modes}) in namespace {result.namespace}"
+            )
+        else:
+            click.echo(
+                f"workspace {result.claim_name} is {result.claim_status} in namespace {result.namespace}: "
+                "its storage class binds it when the first pod mounts it"
+            )
+    return EXIT_OK
+
+
+@workspace_group.command("list", epilog=_epilog())
+@click.option("-A", "--all-namespaces", is_flag=True, help="list in every namespace")
+@click.option("--long-lived", is_flag=True, help="only workspaces made by `workspace create`")
+@access_options
+@output_options
+@command
+def workspace_list(common: Common, all_namespaces: bool, long_lived: bool) -> int:
+    """List this tool's workspaces (its PersistentVolumeClaims)."""
+    kubectl = _kubectl(common)
+    try:
+        found = list_workspaces(kubectl, all_namespaces=all_namespaces, long_lived=long_lived)
+    finally:
+        kubectl.close()
+    if common.json:
+        _echo_json([w.model_dump(mode="json") for w in found])
+        return EXIT_OK
+    if not found:
+        if not common.quiet:
+            click.echo("no kubectl-executor workspaces", err=True)
+        return EXIT_OK
+    header = ["NAME", "STATUS", "VOLUME", "CAPACITY", "ACCESS MODES", "STORAGECLASS", "KIND", "AGE", "OWNER"]
+    rows = [(["NAMESPACE"] if all_namespaces else []) + header]
+    for w in found:
+        rows.append(
+            ([w.namespace] if all_namespaces else [])
+            + [
+                w.name,
+                w.status,
+                w.volume or "",
+                w.capacity or "",
+                w.short_access_modes,
+                "<none>" if w.storage_class is None else (w.storage_class or '""'),
+                "long-lived" if w.long_lived else "session",
+                _age(w.age_seconds),
+                w.owner,
+            ]
+        )
+    _table(rows)
+    return EXIT_OK
+
+
+@workspace_group.command(
+    "delete", epilog=_epilog("The data of a provisioned volume goes with it (reclaim policy).")
+)
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_", is_flag=True, help="delete every workspace made by `workspace create` here")
+@click.option("--wait", is_flag=True, help="wait until the claims are gone")
+@access_options
+@output_options
+@command
+def workspace_delete(common: Common, names: tuple[str, ...], all_: bool, wait: bool) -> int:
+    """Delete workspaces made by this tool (never claims it did not make)."""
+    if not names and not all_:
+        raise Failure("name the workspaces to delete, or pass --all")
+    kubectl = _kubectl(common)
+    try:
+        targets: dict[str, PersistentVolumeClaim] = {}
+        missing: list[str] = []
+        if all_:
+            for made in list_claims(kubectl, workspace_selector(long_lived=True)):
+                targets[made.metadata.name] = made
+        for name in names:
+            claim = get_claim(kubectl, validate_dns_label(name, "workspace name"))
+            if claim is None:
+                missing.append(name)
+            elif claim.metadata.labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
+                raise Failure(
+                    f"PersistentVolumeClaim {name} was not made by kubectl-executor; not deleting it",
+                    EXIT_TOOL_ERROR,
+                )
+            else:
+                targets.setdefault(name, claim)
+        delete_claims(kubectl, list(targets.values()), wait=wait)
+    finally:
+        kubectl.close()
+    if common.json:
+        _echo_json({"deleted": list(targets), "not_found": missing})
+    elif not common.quiet:
+        for name in targets:
+            click.echo(f"deleted workspace {name}")
+        for name in missing:
+            click.echo(f"workspace {name} not found", err=True)
+    return EXIT_OK
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -11,7 +11,8 @@ Pods are kept when they are being deleted already, when they are long-lived (mad
 ``kubectl-executor up``, label ``kubectl-executor.io/lifetime=long-lived``) unless
 ``include_long_lived``, and when their owner is alive on this host unless ``include_live_owners``.
 A pod whose owner is on another host can only be collected by phase or age: its pid means
-nothing here.
+nothing here. With ``include_volumes``, the claims of shared workspaces (workspace.py) are judged
+by the same rules (owner gone, age; a claim never finishes).
 
 :func:`decide` is pure (a table of pods -> decisions in the unit tests); :func:`collect_garbage`
 is the thin kubectl layer around it.
@@ -72,6 +73,7 @@ class GcCandidate:
     phase: str
     long_lived: bool
     deleted: bool = False
+    kind: str = "pod"  # or "pvc": a workspace's claim (``include_volumes``)
 
 
 @dataclass(frozen=True)
@@ -237,9 +239,13 @@ def collect_garbage(
     all_namespaces: bool = False,
     host: str | None = None,
     process_start: ProcessStart = local_process_start,
+    include_volumes: bool = False,
 ) -> list[GcCandidate]:
     """Delete this library's orphaned pods (see the module docstring); return what was (or, with
-    ``dry_run``, would be) deleted. The namespace is kubectl's (or ``all_namespaces``)."""
+    ``dry_run``, would be) deleted. The namespace is kubectl's (or ``all_namespaces``).
+
+    ``include_volumes``: also the claims of shared workspaces (``kind="pvc"``, by the same rules;
+    a claim never "finishes"), with the static volumes made for them. Opt-in: it deletes data."""
     if older_than is not None and older_than < 0:
         raise ValueError("older_than must be >= 0 seconds")
     policy = GcPolicy(
@@ -254,8 +260,16 @@ def collect_garbage(
     )
     pods = list_pods(kubectl, selector(session, owner_host), all_namespaces=all_namespaces)
     candidates = plan(pods, policy)
-    if dry_run or not candidates:
-        return candidates
+    if not dry_run and candidates:
+        candidates = _delete_pods(kubectl, candidates)
+    if include_volumes:
+        from .workspace import collect_volume_garbage  # here: workspace imports this module
+
+        candidates += collect_volume_garbage(kubectl, policy, dry_run=dry_run, all_namespaces=all_namespaces)
+    return candidates
+
+
+def _delete_pods(kubectl: Kubectl, candidates: list[GcCandidate]) -> list[GcCandidate]:
     by_namespace: dict[str, list[str]] = {}
     for c in candidates:
         by_namespace.setdefault(c.namespace, []).append(c.name)

@@ -34,6 +34,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import PurePosixPath
 from types import TracebackType
 from typing import Any, Literal
@@ -51,7 +52,7 @@ from .errors import (
     TransientError,
 )
 from .executor import KubernetesCommandLineCodeExecutor
-from .gc import LIFETIME_LABEL, LONG_LIVED
+from .gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, GcPolicy, plan, selector
 from .kubectl import ClusterAccess, Kubectl, classify_failure
 from .manifest import (
     CREATED_AT_LABEL,
@@ -65,7 +66,7 @@ from .manifest import (
     validate_label_key,
     validate_label_value,
 )
-from .models import ObjectMeta
+from .models import ObjectMeta, Pod, PodStatus
 from .pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, _JsonStream
 from .protocol import new_nonce
 from .retry import RetryPolicy
@@ -1078,6 +1079,26 @@ def delete_workspace(kubectl: Kubectl, name: str, *, wait: bool = False) -> bool
         )
     delete_claims(kubectl, [claim], wait=wait)
     return True
+
+
+def _judged_as_pod(claim: PersistentVolumeClaim) -> Pod:
+    """What gc's decision reads of an object: its metadata and phase (Pending/Bound/Lost)."""
+    return Pod(metadata=claim.metadata, status=PodStatus(phase=claim.status.phase))
+
+
+def collect_volume_garbage(
+    kubectl: Kubectl, policy: GcPolicy, *, dry_run: bool = False, all_namespaces: bool = False
+) -> list[GcCandidate]:
+    """gc for workspace claims (``collect_garbage(include_volumes=True)``): the same decision as
+    for pods; a deleted claim takes the static volume we made for it along."""
+    claims = list_claims(kubectl, selector(policy.session, policy.owner_host), all_namespaces=all_namespaces)
+    by_key = {(c.metadata.namespace, c.metadata.name): c for c in claims}
+    found = [replace(c, kind="pvc") for c in plan((_judged_as_pod(c) for c in claims), policy)]
+    if dry_run or not found:
+        return found
+    delete_claims(kubectl, [by_key[(c.namespace, c.name)] for c in found])
+    logger.info("gc deleted %d workspace claim(s): %s", len(found), " ".join(c.name for c in found))
+    return [replace(c, deleted=True) for c in found]
 
 
 # Best-effort backstop: workspaces never stopped are deleted at interpreter exit (after their
