@@ -429,7 +429,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         logs: list[str] = []
         code_file: str | None = None
         exit_code = 0
-        timed_out = truncated = False
+        timed_out = truncated = state_lost = False
         self._cancelled = False
         for block in code_blocks:
             if self._cancelled:
@@ -467,6 +467,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             stderrs.append(err)
             logs.extend(result.log_files)
             truncated = truncated or result.truncated
+            state_lost = state_lost or bool(getattr(result, "state_lost", False))
             exit_code = result.exit_code
             if result.timed_out:
                 timed_out = True
@@ -482,6 +483,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             timed_out=timed_out,
             truncated=truncated,
             log_files=logs,
+            state_lost=state_lost,
         )
 
     def _ensure_pod(self) -> None:

@@ -36,6 +36,7 @@ class CommandLineCodeResult(CodeResult):
     timed_out: bool = False
     truncated: bool = False
     log_files: list[str] = []
+    state_lost: bool = False  # a stateful session had to restart its interpreter
 
 
 _SHELL_START = re.compile(r"^\s*(pip3?|python3?|apt(-get)?|ls|cd|echo|export|cat|mkdir|curl|git)\b")

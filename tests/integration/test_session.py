@@ -173,10 +173,10 @@ def test_stateful_timeout_that_must_restart_says_the_state_was_lost(
     executor.execute_code_blocks(py("x = 1"))
     code = "import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(300)"
     result = executor.execute_code_blocks(py(code))
-    assert (result.exit_code, result.timed_out) == (137, True)
+    assert (result.exit_code, result.timed_out, result.state_lost) == (137, True, True)
     assert STATE_LOST_NOTE.strip() in result.output
     after = executor.execute_code_blocks(py("print('x' in globals())"))
-    assert (after.exit_code, after.output) == (0, "False\n")
+    assert (after.exit_code, after.output, after.state_lost) == (0, "False\n", False)
 
 
 def test_the_shell_agent_serves_images_without_python(
