@@ -98,9 +98,11 @@ class Proxy:
 
         async def close() -> None:
             server.close()
-            for task in asyncio.all_tasks():
-                if task is not asyncio.current_task():
-                    task.cancel()
+            tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)  # their finally closes the sockets
+            await server.wait_closed()
 
         asyncio.run_coroutine_threadsafe(close(), loop).result(10)
         loop.call_soon_threadsafe(loop.stop)
@@ -118,16 +120,32 @@ class Proxy:
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         with self._lock:
             self.connections += 1
+        writers = [client_w]
         try:
-            head = await client_r.readuntil(b"\r\n\r\n")
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError, ssl.SSLError):
-            client_w.close()
-            return
-        try:
-            up_r, up_w = await asyncio.open_connection(*self.upstream)
-        except OSError:
-            client_w.close()
-            return
+            await self._serve(client_r, client_w, writers)
+        except (
+            asyncio.IncompleteReadError,
+            asyncio.LimitOverrunError,
+            ConnectionError,
+            ssl.SSLError,
+            OSError,
+        ):
+            pass
+        finally:
+            for w in writers:
+                w.close()
+                with contextlib.suppress(Exception):
+                    await w.wait_closed()
+
+    async def _serve(
+        self,
+        client_r: asyncio.StreamReader,
+        client_w: asyncio.StreamWriter,
+        writers: list[asyncio.StreamWriter],
+    ) -> None:
+        head = await client_r.readuntil(b"\r\n\r\n")
+        up_r, up_w = await asyncio.open_connection(*self.upstream)
+        writers.append(up_w)
         with self._lock:
             self.forwarded += 1
             truncate = b"/exec?" in head.split(b"\r\n", 1)[0] and self._truncate_next > 0
@@ -136,9 +154,6 @@ class Proxy:
         up_w.write(head)
         downstream = self._exec_frames(up_r, client_w) if truncate else _pipe(up_r, client_w)
         await asyncio.gather(_pipe(client_r, up_w), downstream, return_exceptions=True)
-        for w in (client_w, up_w):
-            with contextlib.suppress(Exception):
-                w.close()
 
     async def _exec_frames(self, up_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         """Forward the 101 response, then WebSocket frames with stdout cut at the marker."""
@@ -171,8 +186,6 @@ class Proxy:
                     payload = payload[:at]
             client_w.write(_frame(b0, payload))
             await client_w.drain()
-        with contextlib.suppress(Exception):
-            client_w.close()
 
 
 def _frame(b0: int, payload: bytes) -> bytes:

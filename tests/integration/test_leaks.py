@@ -56,10 +56,14 @@ def test_failed_start_leaves_nothing(cluster: Cluster) -> None:
     if cluster.emulator is None:
         pytest.skip("failure images exist only on the emulator")
     before = names(cluster)
-    with pytest.raises(PodStartError):
-        KubernetesCommandLineCodeExecutor(
-            **{**cluster.executor_kwargs(), "image": "fail/crash"}, startup_timeout=60
-        )
+    made: list[KubernetesCommandLineCodeExecutor] = []
+    try:
+        with pytest.raises(PodStartError, match=r"ErrImagePull|ImagePullBackOff"):
+            kwargs = {**cluster.executor_kwargs(), "image": "fail/errimagepull"}
+            made.append(KubernetesCommandLineCodeExecutor(**kwargs, startup_timeout=60))
+    finally:
+        for ex in made:  # only if the start wrongly succeeded: keep the other tests' counts right
+            ex.stop()
     assert names(cluster) == before
 
 
