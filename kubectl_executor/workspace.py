@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import atexit
 import calendar
+import contextlib
 import json
 import logging
 import os
@@ -626,7 +627,12 @@ class WorkspaceVolume:
         self._started = False
         _live.add(self)
         if start:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                with contextlib.suppress(KubectlExecutorError):
+                    self.stop()  # what it made is gone already; this releases the kubectl state
+                raise
 
     @classmethod
     def existing(cls, name: str, **kwargs: Any) -> WorkspaceVolume:
@@ -841,7 +847,7 @@ class WorkspaceVolume:
             self._name,
             storage_class=storage_class,
             phase=last.status.phase if last else "unknown",
-            waited=time.monotonic() - started,
+            waited=self._options.bind_timeout,
             events=[e.describe() for e in events],
         )
 
