@@ -8,8 +8,13 @@ consumer, ``no-provisioner`` never binds.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -18,7 +23,15 @@ from typing import Any
 import pytest
 from kx_cluster import Cluster
 
-from kubectl_executor import CodeBlock, ConflictError, KubernetesCommandLineCodeExecutor, PVCValidationResult
+from kubectl_executor import (
+    ClusterAccess,
+    CodeBlock,
+    ConflictError,
+    Kubectl,
+    KubernetesCommandLineCodeExecutor,
+    PVCValidationResult,
+)
+from kubectl_executor.gc import collect_garbage
 from kubectl_executor.manifest import MANAGED_BY, MANAGED_BY_LABEL
 from kubectl_executor.workspace import ClaimNotBoundError, WorkspaceVolume
 
@@ -264,3 +277,67 @@ def test_the_fallback_access_mode_when_the_provisioner_refuses(
     a, b = ws.executor(image=cluster.image), ws.executor(image=cluster.image)  # one node: RWO is shared
     a.upload_file_content("f.txt", "rwo")
     assert _sh(b, "cat f.txt") == "rwo"
+
+
+# A user's program: it makes a static workspace with an executor on it, then dies without stop().
+CHILD = """
+import json, sys, time
+from kubectl_executor import WorkspaceVolume
+
+options = json.loads(sys.argv[1])
+ws = WorkspaceVolume(**options)
+ex = ws.executor()
+print(ws.name, ws.volume_name, ws.session_id, ex.pod_name, ex.session_id, flush=True)
+time.sleep(600)
+"""
+
+
+def test_a_sigkilled_owners_workspace_is_collected_by_gc(cluster: Cluster) -> None:
+    options = {
+        "kubectl": cluster.kubectl,
+        "kubeconfig": cluster.kubeconfig,
+        "context": cluster.context,
+        "namespace": cluster.namespace,
+        "host_path": f"/srv/kx-tests/{cluster.namespace}/orphan",
+    }
+    child = subprocess.Popen(
+        [sys.executable, "-c", CHILD, json.dumps(options)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **cluster.env},
+        start_new_session=True,
+    )
+    kubectl = Kubectl(
+        ClusterAccess(
+            kubectl=cluster.kubectl,
+            kubeconfig=cluster.kubeconfig,
+            context=cluster.context,
+            namespace=cluster.namespace,
+        )
+    )
+    try:
+        assert child.stdout is not None
+        line = child.stdout.readline().split()
+        assert len(line) == 5, child.stderr.read() if child.stderr else ""
+        claim, volume, session, pod, pod_session = line
+        os.killpg(child.pid, signal.SIGKILL)  # no stop(), no atexit: only gc can clean up now
+        child.wait()
+        assert _get(cluster, "pvc", claim) is not None and _get(cluster, "pv", volume) is not None
+
+        assert collect_garbage(kubectl, session=session) == []  # volumes are opt-in: they hold data
+        assert _get(cluster, "pvc", claim) is not None
+        pods = collect_garbage(kubectl, session=pod_session, include_volumes=True)
+        assert [(c.kind, c.name, c.deleted) for c in pods] == [("pod", pod, True)]
+        done = collect_garbage(kubectl, session=session, include_volumes=True)
+        assert [(c.kind, c.name, c.reason, c.deleted) for c in done] == [("pvc", claim, "owner-gone", True)]
+        _wait_gone(cluster, "pvc", claim)
+        _wait_gone(cluster, "pv", volume)  # the static volume made for it goes along
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+        for pipe in (child.stdout, child.stderr):
+            if pipe is not None:
+                pipe.close()
+        kubectl.close()
