@@ -24,6 +24,7 @@ The kubectl errors keep the underlying failure as ``__cause__`` where there is o
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -131,11 +132,16 @@ class TransferError(KubectlExecutorError):
     """An upload or download failed (checksum, size cap, unexpected content)."""
 
 
+_KLOG = re.compile(r"^[IWEF]\d{4} ")  # client-go's log lines (E1127 12:00:00 ... memcache.go)
+
+
 def _first_line(text: str) -> str:
-    for line in text.splitlines():
-        if line.strip():
-            return line.strip()
-    return ""
+    """The first line that is kubectl's own message, not client-go's log noise."""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    for line in lines:
+        if not _KLOG.match(line):
+            return line
+    return lines[0] if lines else ""
 
 
 class RemoteNotFoundError(TransferError, FileNotFoundError):

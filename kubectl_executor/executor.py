@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import math
 import os
 import shlex
 import threading
@@ -149,7 +150,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         stateful: bool = False,
         pool: WarmPool | None = None,
     ) -> None:
-        if not isinstance(timeout, (int, float)) or timeout < 1:
+        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 1:
             raise InvalidInputError("timeout must be a number of seconds >= 1")
         if startup_timeout <= 0:
             raise InvalidInputError("startup_timeout must be > 0")
@@ -330,18 +331,18 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     def stop(self) -> None:
         """Delete the pod we created (not a reused one); idempotent; NotFound is fine."""
-        try:
-            self._close_session()
-            self._release_pool_pod()
-            if self._created and not self._keep_pod:
-                delete_pod(self._kubectl, self._pod_name, network_policy=self._network_policy)
-            elif self._created:
-                logger.warning("keep_pod=True: leaving pod %s running", self._pod_name)
-        finally:
-            self._created = False
-            self._pod = None
-            self._kubectl.close()
-            _live.discard(self)
+        self._close_session()
+        self._release_pool_pod()
+        if self._created and not self._keep_pod:
+            # If the delete fails, stay "created" and registered: stop() again (or the atexit
+            # backstop) retries it instead of forgetting the pod.
+            delete_pod(self._kubectl, self._pod_name, network_policy=self._network_policy)
+        elif self._created:
+            logger.warning("keep_pod=True: leaving pod %s running", self._pod_name)
+        self._created = False
+        self._pod = None
+        self._kubectl.close()
+        _live.discard(self)
 
     def cleanup(self) -> None:
         """The seed's name for :meth:`stop`."""

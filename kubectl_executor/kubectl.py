@@ -160,6 +160,9 @@ def classify_failure(
         return ForbiddenError(shown, returncode, stderr)
     if "(alreadyexists)" in low or "(conflict)" in low:
         return ConflictError(shown, returncode, stderr)
+    # A certificate that does not verify will not verify on the next attempt either.
+    if "x509:" in low or "failed to verify certificate" in low or "certificate signed by unknown" in low:
+        return KubectlError(shown, returncode, stderr)
     if any(s in low for s in _TRANSIENT):
         m = _RETRY_AFTER.search(stderr)
         return TransientError(shown, returncode, stderr, retry_after=float(m.group(1)) if m else None)

@@ -72,7 +72,9 @@ def kill_args(pod: str, container: str, nonce: str, work_dir: str) -> list[str]:
         raise InvalidInputError("bad nonce")
     script = (
         'for d in /tmp/kx-logs "${HOME:-/nonexistent}/.kx-logs" "$2/.kx-logs"; do '
-        'p=$(cat "$d/$1.pid" 2>/dev/null) && kill -s KILL -- "-$p"; done; true'
+        'p=$(cat "$d/$1.pid" 2>/dev/null) && kill -s KILL -- "-$p"; done; '
+        'for e in $(grep -l -s -a "KX_RUN=$1" /proc/[0-9]*/environ 2>/dev/null); do '
+        'e=${e#/proc/}; kill -s KILL "${e%/environ}" 2>/dev/null; done; true'
     )
     return ["exec", pod, "-c", container, "--", "sh", "-c", script, "kx", nonce, work_dir]
 

@@ -77,16 +77,20 @@ exec 4<&0
 {
   {
     if [ "$runner" = call ]; then
-      cat <&4 4<&- | timeout -k "$kafter" "$tmo" "$@" 4<&- &
+      cat <&4 4<&- | KX_RUN=$nonce timeout -k "$kafter" "$tmo" "$@" 4<&- &
     else
-      timeout -k "$kafter" "$tmo" "$@" </dev/null 4<&- &
+      KX_RUN=$nonce timeout -k "$kafter" "$tmo" "$@" </dev/null 4<&- &
     fi
     pid=$!
     echo "$pid" >"$pidf"
     wait "$pid"
     echo "$?" >"$rcf"
-    # timeout leads its own process group: stop what the block left behind.
+    # timeout leads its own process group: stop what the block left behind, and what escaped
+    # the group (setsid) but still carries this run's marker in its environment.
     kill -s KILL -- "-$pid" 2>/dev/null
+    for e in $(grep -l -s -a "KX_RUN=$nonce" /proc/[0-9]*/environ 2>/dev/null); do
+      e=${e#/proc/}; kill -s KILL "${e%/environ}" 2>/dev/null
+    done
   } 2>&1 1>&3 | tee "$err" >&2
 } 3>&1 | tee "$out"
 exec 4<&-

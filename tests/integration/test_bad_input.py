@@ -257,12 +257,6 @@ def test_bad_options_are_refused_before_the_cluster(cluster: Cluster, options: d
         assert len(cluster.emulator.stats.requests()) == requests  # not one API request
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.py __init__ checks `timeout < 1`, which NaN passes; every block then exits 125 "
-    "with `timeout: invalid time interval 'nan'` from the pod. Expected: InvalidInputError "
-    "(math.isfinite), like for 0.5.",
-)
 def test_nan_timeout_is_refused(cluster: Cluster) -> None:
     with pytest.raises(InvalidInputError):
         ex = KubernetesCommandLineCodeExecutor(**cluster.executor_kwargs(), timeout=math.nan, start=False)

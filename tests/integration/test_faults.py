@@ -234,12 +234,6 @@ def test_persistent_server_error_is_a_transient_error_after_the_bound(
     cluster.run("delete", "pod", name, "-n", cluster.namespace, "--ignore-not-found", "--wait=false")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="executor.py stop(): the finally block sets _created=False and drops the executor from "
-    "_live even when the delete failed, so a second stop() (or the atexit hook) never retries and "
-    "the pod is left for gc. Expected: after a failed delete, stop() again deletes the pod.",
-)
 def test_stop_can_be_retried_after_a_failed_delete(
     cluster: Cluster, emulator: Any, make: ExecutorFactory
 ) -> None:
@@ -404,14 +398,6 @@ def test_runaway_code_is_stopped_at_the_deadline_and_nothing_is_left(
     assert sorted(now) == sorted(idle)  # only the pod's idle main process and its sleep remain
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="_pod/run.sh kills the process group of `timeout` only; a block that calls setsid() "
-    "(here `setsid sleep 304 &`) leaves that group and survives the deadline in the pod until "
-    "stop(). It also holds the output pipe open, so run.sh's tee never ends and the 124 only comes "
-    "from the client deadline (timeout + 32 s) via kill_args, which again kills only the group. "
-    "Expected: 124 at the deadline and nothing the block started left running.",
-)
 def test_code_that_escapes_the_process_group_is_stopped_too(
     cluster: Cluster, emulator: Any, make: ExecutorFactory
 ) -> None:

@@ -167,13 +167,6 @@ def test_tls_is_verified_by_default(
     assert [p["metadata"]["name"] for p in cluster.pods()] == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="kubectl.py classify_failure: 'Unable to connect to the server: tls: failed to verify "
-    "certificate: x509: ...' matches the transient phrase 'unable to connect to the server', so a "
-    "certificate that can never verify is a TransientError and retried up to the policy's bound "
-    "(5 attempts, up to 60 s by default). Expected: a non-transient KubectlError, raised at once.",
-)
 def test_certificate_failure_is_not_retried(
     cluster: Cluster, tls_proxy: Proxy, policy: RetryPolicy, waits: list[float]
 ) -> None:
