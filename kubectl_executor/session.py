@@ -464,7 +464,10 @@ class Session:
             except (OSError, ValueError):
                 return False
         self._kubectl.run(
-            kill_args(self.pod, self.container, nonce, pending.work_dir), timeout=30, check=False, idempotent=False
+            kill_args(self.pod, self.container, nonce, pending.work_dir),
+            timeout=30,
+            check=False,
+            idempotent=False,
         )
         return True
 
