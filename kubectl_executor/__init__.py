@@ -2,6 +2,7 @@
 
 from .dispatcher import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from .errors import (
+    ClaimNotBoundError,
     ConflictError,
     ExecNotStartedError,
     ForbiddenError,
@@ -29,6 +30,7 @@ from .workspace import PVCValidationResult, WorkspaceVolume
 __version__ = "0.1.0"
 
 __all__ = [
+    "ClaimNotBoundError",
     "ClusterAccess",
     "CodeBlock",
     "CodeResult",

@@ -15,6 +15,7 @@ exception. Exceptions mean that we could not do what was asked, and say why::
     │   └── ExecNotStartedError                  an exec that provably never reached the pod
     ├── PodStartError                            the pod will never become ready (cluster reason+message)
     ├── StartupTimeoutError                      the pod did not become ready in time
+    │   └── ClaimNotBoundError                   no provisioner bound a workspace claim
     ├── OutcomeUnknownError                      a block may have run but its result was lost
     └── TransferError                            an upload/download failed its checks
         └── RemoteNotFoundError (also FileNotFoundError)  the pod path to download does not exist
@@ -146,3 +147,50 @@ def _first_line(text: str) -> str:
 
 class RemoteNotFoundError(TransferError, FileNotFoundError):
     """The path to download does not exist in the pod."""
+
+
+class ClaimNotBoundError(StartupTimeoutError):
+    """No provisioner (or static volume) bound the claim: in time, or at all (its class is missing).
+
+    ``storage_class`` is the claim's class as the cluster set it (None: no class); ``events`` are
+    the claim's Events (``"Warning ProvisioningFailed: ..."``), the cluster's own explanation.
+    """
+
+    def __init__(
+        self,
+        claim: str,
+        *,
+        storage_class: str | None,
+        phase: str,
+        waited: float,
+        events: Sequence[str] = (),
+        why: str = "",
+    ) -> None:
+        self.claim = claim
+        self.storage_class = storage_class
+        self.phase = phase
+        self.waited = waited
+        self.events = list(events)
+        super().__init__(claim_not_bound_message(claim, storage_class, phase, waited, self.events, why))
+
+
+def claim_not_bound_message(
+    claim: str, storage_class: str | None, phase: str, waited: float, events: Sequence[str], why: str = ""
+) -> str:
+    """The text of :class:`ClaimNotBoundError`. Pure."""
+    if storage_class:
+        cls = f'storage class "{storage_class}"'
+    elif storage_class == "":
+        cls = 'storage class "" (none: only a matching pre-created PersistentVolume can bind it)'
+    else:
+        cls = "no storage class and no default class (only a matching PersistentVolume can bind it)"
+    head = why or f"no provisioner bound it within {waited:g}s"
+    text = f"PersistentVolumeClaim {claim} is {phase or 'not bound'}: {head} ({cls})"
+    if events:
+        text += "\n  events:\n" + "\n".join(f"    {e}" for e in events)
+    else:
+        text += "\n  events: none (no controller has looked at the claim, or events are not readable)"
+    return (
+        text
+        + "\n  hint: `kubectl get storageclass` lists the classes; pass storage_class= (or host_path= for a static volume)"
+    )

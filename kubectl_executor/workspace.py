@@ -43,13 +43,13 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from .errors import (
+    ClaimNotBoundError,
     ConflictError,
     ForbiddenError,
     InvalidInputError,
     KubectlError,
     KubectlExecutorError,
     NotFoundError,
-    StartupTimeoutError,
     TransientError,
 )
 from .executor import KubernetesCommandLineCodeExecutor
@@ -90,53 +90,6 @@ _SHORT_MODES = {
     "ReadWriteMany": "RWX",
     "ReadWriteOncePod": "RWOP",
 }
-
-
-class ClaimNotBoundError(StartupTimeoutError):
-    """No provisioner (or static volume) bound the claim: in time, or at all (its class is missing).
-
-    ``storage_class`` is the claim's class as the cluster set it (None: no class); ``events`` are
-    the claim's Events (``"Warning ProvisioningFailed: ..."``), the cluster's own explanation.
-    """
-
-    def __init__(
-        self,
-        claim: str,
-        *,
-        storage_class: str | None,
-        phase: str,
-        waited: float,
-        events: Sequence[str] = (),
-        why: str = "",
-    ) -> None:
-        self.claim = claim
-        self.storage_class = storage_class
-        self.phase = phase
-        self.waited = waited
-        self.events = list(events)
-        super().__init__(claim_not_bound_message(claim, storage_class, phase, waited, self.events, why))
-
-
-def claim_not_bound_message(
-    claim: str, storage_class: str | None, phase: str, waited: float, events: Sequence[str], why: str = ""
-) -> str:
-    """The text of :class:`ClaimNotBoundError`. Pure."""
-    if storage_class:
-        cls = f'storage class "{storage_class}"'
-    elif storage_class == "":
-        cls = 'storage class "" (none: only a matching pre-created PersistentVolume can bind it)'
-    else:
-        cls = "no storage class and no default class (only a matching PersistentVolume can bind it)"
-    head = why or f"no provisioner bound it within {waited:g}s"
-    text = f"PersistentVolumeClaim {claim} is {phase or 'not bound'}: {head} ({cls})"
-    if events:
-        text += "\n  events:\n" + "\n".join(f"    {e}" for e in events)
-    else:
-        text += "\n  events: none (no controller has looked at the claim, or events are not readable)"
-    return (
-        text
-        + "\n  hint: `kubectl get storageclass` lists the classes; pass storage_class= (or host_path= for a static volume)"
-    )
 
 
 # -- options and pure manifests -------------------------------------------------------------------

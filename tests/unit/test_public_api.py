@@ -40,6 +40,7 @@ INTENDED = {
     "ToolError",
     "WorkspaceVolume",
     "PVCValidationResult",
+    "ClaimNotBoundError",
     "__version__",
 }
 

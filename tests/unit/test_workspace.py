@@ -27,6 +27,7 @@ from kubectl_executor import (
     WorkspaceVolume,
 )
 from kubectl_executor import workspace as ws_module
+from kubectl_executor.errors import ClaimNotBoundError, claim_not_bound_message
 from kubectl_executor.gc import LIFETIME_LABEL, LONG_LIVED, collect_garbage
 from kubectl_executor.kubectl import Kubectl
 from kubectl_executor.manifest import (
@@ -44,11 +45,9 @@ from kubectl_executor.workspace import (
     CLAIM_NAMESPACE_LABEL,
     VOLUME_ANNOTATION,
     ClaimEvent,
-    ClaimNotBoundError,
     WorkspaceOptions,
     build_claim_manifest,
     build_volume_manifest,
-    claim_not_bound_message,
     decide_from_events,
     workspace_info,
     workspace_labels,
