@@ -157,29 +157,30 @@ class _JsonStream:
         return objs
 
 
-class _Watch:
-    """One ``kubectl get pod -o json --watch`` until the pod is ready, cannot start, or time is up."""
+class ObjectWatch:
+    """One ``kubectl get RESOURCE NAME -o json --watch`` until ``accept`` decides or time is up.
+
+    Subclasses say which resource and what "decided" means (the pod start, the claim bind)."""
+
+    resource = ""
 
     def __init__(self) -> None:
         self.stream = _JsonStream()
         self.decided = threading.Event()
-        self.last: Pod | None = None
-        self.failure: tuple[str, str] | None = None
         self.stderr: list[bytes] = []
+
+    def accept(self, obj: dict[str, Any]) -> bool:
+        """Look at one version of the object; True when the wait is decided."""
+        raise NotImplementedError
 
     def on_stdout(self, chunk: bytes) -> None:
         for obj in self.stream.feed(chunk):
-            pod = Pod.model_validate(obj.get("object", obj))
-            self.last = pod
-            if pod.ready:
-                self.decided.set()
-            elif (failure := start_failure(pod)) is not None:
-                self.failure = failure
+            if self.accept(obj.get("object", obj)):
                 self.decided.set()
 
     def run(self, kubectl: Kubectl, name: str, deadline: float) -> int | None:
         proc = kubectl.spawn(
-            ["get", "pod", name, "-o", "json", "--watch"],
+            ["get", self.resource, name, "-o", "json", "--watch"],
             on_stdout=self.on_stdout,
             on_stderr=self.stderr.append,
         )
@@ -191,6 +192,27 @@ class _Watch:
             return 0
         finally:
             proc.kill()
+
+
+class _Watch(ObjectWatch):
+    """Watches a pod until it is ready or cannot start."""
+
+    resource = "pod"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.last: Pod | None = None
+        self.failure: tuple[str, str] | None = None
+
+    def accept(self, obj: dict[str, Any]) -> bool:
+        pod = Pod.model_validate(obj)
+        self.last = pod
+        if pod.ready:
+            return True
+        failure = start_failure(pod)
+        if failure is not None:
+            self.failure = failure
+        return failure is not None
 
 
 # ``kubectl get pod NAME --watch`` GETs the pod, prints it, then watches from resourceVersion 0 and

@@ -32,7 +32,6 @@ import logging
 import os
 import re
 import secrets
-import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -68,7 +67,7 @@ from .manifest import (
     validate_label_value,
 )
 from .models import ObjectMeta, Pod, PodStatus
-from .pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, _JsonStream
+from .pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, ObjectWatch
 from .protocol import new_nonce
 from .retry import RetryPolicy
 from .runner import Runner
@@ -461,36 +460,19 @@ def association(kubectl: Kubectl, name: str, *, binding_deferred: bool = False) 
     return PVCValidationResult.from_objects(claim, volume, binding_deferred=binding_deferred)
 
 
-class _ClaimWatch:
-    """One ``kubectl get pvc NAME -o json --watch`` until the claim is bound or time is up."""
+class _ClaimWatch(ObjectWatch):
+    """Watches a claim until it is bound (or lost, or being deleted)."""
+
+    resource = "pvc"
 
     def __init__(self) -> None:
-        self.stream = _JsonStream()
-        self.decided = threading.Event()
+        super().__init__()
         self.last: PersistentVolumeClaim | None = None
-        self.stderr: list[bytes] = []
 
-    def on_stdout(self, chunk: bytes) -> None:
-        for obj in self.stream.feed(chunk):
-            claim = PersistentVolumeClaim.model_validate(obj.get("object", obj))
-            self.last = claim
-            if claim.bound or claim.status.phase == "Lost" or claim.metadata.deletion_timestamp:
-                self.decided.set()
-
-    def run(self, kubectl: Kubectl, name: str, deadline: float) -> int | None:
-        proc = kubectl.spawn(
-            ["get", "pvc", name, "-o", "json", "--watch"],
-            on_stdout=self.on_stdout,
-            on_stderr=self.stderr.append,
-        )
-        try:
-            while not self.decided.wait(min(max(deadline - time.monotonic(), 0), 0.5)):
-                code = proc.wait(0)
-                if code is not None or time.monotonic() >= deadline:
-                    return code
-            return 0
-        finally:
-            proc.kill()
+    def accept(self, obj: dict[str, Any]) -> bool:
+        claim = PersistentVolumeClaim.model_validate(obj)
+        self.last = claim
+        return bool(claim.bound or claim.status.phase == "Lost" or claim.metadata.deletion_timestamp)
 
 
 # -- the workspace ---------------------------------------------------------------------------------
