@@ -56,6 +56,7 @@ class Proxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()  # every open socket, closed before the loop
 
     @property
     def url(self) -> str:
@@ -83,6 +84,16 @@ class Proxy:
 
             loop.run_until_complete(serve())
             loop.run_forever()
+            # A connection accepted after stop() took its snapshot of the tasks is still pending:
+            # finish it and close every socket here, or the garbage collector meets an open
+            # transport on a closed loop and warns in some later test.
+            pending = asyncio.all_tasks(loop)
+            for task in pending:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+            for writer in list(self._writers):
+                writer.transport.abort()
+            loop.run_until_complete(asyncio.sleep(0))  # let the abort callbacks run
             loop.close()
 
         self._thread = threading.Thread(target=run, name="kx-proxy", daemon=True)
@@ -121,6 +132,7 @@ class Proxy:
         with self._lock:
             self.connections += 1
         writers = [client_w]
+        self._writers.add(client_w)
         try:
             await self._serve(client_r, client_w, writers)
         except (
@@ -136,6 +148,7 @@ class Proxy:
                 w.close()
                 with contextlib.suppress(Exception):
                     await w.wait_closed()
+                self._writers.discard(w)
 
     async def _serve(
         self,
@@ -146,6 +159,7 @@ class Proxy:
         head = await client_r.readuntil(b"\r\n\r\n")
         up_r, up_w = await asyncio.open_connection(*self.upstream)
         writers.append(up_w)
+        self._writers.add(up_w)
         with self._lock:
             self.forwarded += 1
             truncate = b"/exec?" in head.split(b"\r\n", 1)[0] and self._truncate_next > 0
