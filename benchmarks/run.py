@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor  # noqa: E402
 from kubectl_executor.pool import WarmPool  # noqa: E402
-from kubectl_executor.protocol import RUN_SCRIPT, RunRequest  # noqa: E402
+from kubectl_executor.protocol import PY_END, RUN_PY, RUN_SCRIPT, RunRequest, exec_args  # noqa: E402
 
 NAMESPACE = "kx-bench"
 IMAGE = "python:3-slim"
@@ -231,15 +231,25 @@ class Bench:
                     )
                     assert done.stdout == expected
 
-                def bare_runner(request: bytes = request, expected: bytes = expected) -> None:
-                    args = ("exec", "-i", pod, "-c", "executor", "--", "sh", "-c", RUN_SCRIPT, "kx")
-                    done = self.kubectl_run(*args, stdin=request)
+                def bare_runner(
+                    request: bytes = request, expected: bytes = expected, python: bool = True
+                ) -> None:
+                    nonce = request.split(b" ", 2)[1].decode()
+                    if python:  # what the executor runs: the launcher, run.py on stdin
+                        args, stdin = exec_args(pod, "executor", nonce), RUN_PY + PY_END + request
+                    else:
+                        args, stdin = (
+                            ["exec", "-i", pod, "-c", "executor", "--", "sh", "-c", RUN_SCRIPT],
+                            request,
+                        )
+                    done = self.kubectl_run(*args, stdin=stdin)
                     assert expected in done.stdout and b"__KX_EXIT_" in done.stdout
 
                 methods: dict[str, Callable[[], None]] = {
                     "bare kubectl exec": bare,
                     "  bare, with -i and empty stdin+": bare_stdin,
-                    "  bare -i, via run.sh+": bare_runner,
+                    "  bare -i, via run.py+": bare_runner,
+                    "  bare -i, via run.sh+": lambda: bare_runner(python=False),
                     "stateless (ours)": run_with(stateless),
                     "session (ours)": run_with(session),
                     "kubernetes client library": library,
@@ -272,7 +282,8 @@ class Bench:
                 )
                 self.target(f"{label}: session overhead < 5 ms", f"{session_over:.1f} ms", session_over < 5.0)
             self.out("   + diagnostic rows: what the stateless path is made of (kubectl with stdin, then the")
-            self.out("     in-pod runner run.sh), each a bare kubectl exec with no Python client around it.")
+            self.out("     in-pod runner: run.py, or run.sh for images without python3), each a bare kubectl")
+            self.out("     exec with no Python client around it.")
             self.out(
                 "   * the stateful session runs Python in a persistent interpreter: no interpreter start,"
             )

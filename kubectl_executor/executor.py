@@ -56,6 +56,7 @@ from .protocol import (
     OutputBudget,
     RunRequest,
     exec_args,
+    exec_input,
     kill_args,
     new_nonce,
 )
@@ -543,7 +544,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         return True
 
     def _run_stateless(self, request: RunRequest, callback: OutputCallback | None) -> ExecResult:
-        args = exec_args(self._pod_name, CONTAINER)
+        args = exec_args(self._pod_name, CONTAINER, request.nonce)
         # Beyond the in-pod deadline, a generous margin for kubectl start-up and transfer.
         client_deadline = request.timeout + request.kill_after + 30.0 + len(request.code) / 1e6
 
@@ -568,7 +569,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             marker = MarkerFilter(request.nonce, frames.feed if frames else on_stdout)
             done = self._kubectl.stream(
                 args,
-                stdin=request.encode(),
+                stdin=exec_input(request),
                 timeout=client_deadline,
                 on_stdout=marker.feed,
                 on_stderr=on_stderr,

@@ -1,4 +1,5 @@
-"""The stateless exec protocol with the in-pod runner (``_pod/run.sh``): pure encode/parse.
+"""The stateless exec protocol with the in-pod runner (``_pod/run.py``, or ``_pod/run.sh`` when the
+image has no python3): pure encode/parse.
 
 kubectl's own exit code cannot tell a remote ``exit 1`` from its own failure, and it has exited
 0 after dropped streams. So each run carries a random nonce, the runner prints
@@ -8,6 +9,7 @@ after it ends, and only that marker decides the outcome. No marker: outcome unkn
 
 from __future__ import annotations
 
+import hashlib
 import re
 import secrets
 from dataclasses import dataclass, field
@@ -17,7 +19,60 @@ from .errors import InvalidInputError
 from .manifest import validate_env_name, validate_env_value
 from .runner import Sink
 
-RUN_SCRIPT = resources.files("kubectl_executor").joinpath("_pod/run.sh").read_text()
+
+def _sent_form(script: str) -> str:
+    """A script as it travels in the exec URL: its first line (which names it, for `ps`) and no
+    other comment lines. Some proxies refuse URLs over 8 KiB."""
+    first, _, rest = script.partition("\n")
+    return (
+        first + "\n" + "".join(line + "\n" for line in rest.splitlines() if not line.lstrip().startswith("#"))
+    )
+
+
+RUN_SCRIPT = _sent_form(resources.files("kubectl_executor").joinpath("_pod/run.sh").read_text())
+RUN_PY = resources.files("kubectl_executor").joinpath("_pod/run.py").read_bytes()
+PY_END = b"\n__KX_PY_END__\n"
+# Arguments: $1 nonce, $2 LOADER, $3 run.sh. stdin: run.py, PY_END, then the request. run.py
+# starts no helper processes, so it runs whenever the image has python3; it travels on stdin
+# because a URL (where kubectl puts the command) of over 8 KiB is refused by some proxies. KX_RUN
+# marks run.py's own environment, so that what a Python block forks (it runs in a fork of run.py)
+# carries the mark too; run.py spares itself when it kills by it. Without python3, skip run.py.
+LAUNCH = (
+    'if command -v python3 >/dev/null 2>&1; then export KX_RUN="$1"; exec python3 -c "$2"; fi\n'
+    'while IFS= read -r l; do [ "$l" = __KX_PY_END__ ] && break; done\n'
+    'exec sh -c "$3" kx'
+)
+# Compiling run.py takes longer than all the rest it does for print(1), so the first run in a pod
+# keeps the code object (marshal, per interpreter version) and later runs load it. The key is
+# run.py's hash: a new version of this library never loads an old runner.
+RUN_PY_CACHE = f"/tmp/kx-logs/.run-{hashlib.sha256(RUN_PY).hexdigest()[:20]}."  # + cache tag
+LOADER = """# kubectl-executor in-pod runner: run.py comes on stdin, compiled once per pod
+import marshal, os, sys
+chunks = []
+while True:
+    chunk = os.read(0, 1 << 20)
+    if not chunk:
+        break
+    chunks.append(chunk)
+source, _, STDIN = b"".join(chunks).partition(PY_END)
+del chunks, chunk
+cached = "CACHE" + sys.implementation.cache_tag
+try:
+    with open(cached, "rb") as fh:
+        code = marshal.load(fh)
+    if type(code).__name__ != "code":
+        raise ValueError(cached)
+except Exception:
+    code = compile(source, "kx_run.py", "exec")
+    try:
+        with open(cached + ".%d" % os.getpid(), "wb") as fh:
+            marshal.dump(code, fh)
+        os.rename(cached + ".%d" % os.getpid(), cached)
+    except OSError:
+        pass
+del source, cached
+exec(code)
+""".replace("PY_END", repr(PY_END)).replace("CACHE", RUN_PY_CACHE)
 LOG_DIR = "/tmp/kx-logs"
 
 
@@ -60,21 +115,32 @@ def _seconds(value: float) -> str:
     return f"{value:.3f}".rstrip("0").rstrip(".")
 
 
-def exec_args(pod: str, container: str) -> list[str]:
-    """``kubectl exec`` arguments: fixed script, nothing user-given."""
-    return ["exec", "-i", pod, "-c", container, "--", "sh", "-c", RUN_SCRIPT, "kx"]
+def exec_args(pod: str, container: str, nonce: str) -> list[str]:
+    """``kubectl exec`` arguments: fixed scripts and our own nonce, nothing user-given."""
+    _check_nonce(nonce)
+    return ["exec", "-i", pod, "-c", container, "--", "sh", "-c", LAUNCH, "kx", nonce, LOADER, RUN_SCRIPT]
+
+
+def exec_input(request: RunRequest) -> bytes:
+    """The exec's stdin: the Python runner, then the request."""
+    return RUN_PY + PY_END + request.encode()
+
+
+def _check_nonce(nonce: str) -> None:
+    if not re.fullmatch(r"[0-9a-f]+", nonce):
+        raise InvalidInputError("bad nonce")
 
 
 def kill_args(pod: str, container: str, nonce: str, work_dir: str) -> list[str]:
-    """Kill a run's process group (deadline passed, or cancelled). The nonce is ours (hex); the
-    runner's pid file is in whichever log directory it could write (see run.sh)."""
-    if not re.fullmatch(r"[0-9a-f]+", nonce):
-        raise InvalidInputError("bad nonce")
+    """Kill a run's process group (deadline passed, or cancelled), and what carries its mark. The
+    nonce is ours (hex); the pid file ("<group> [<run.py>]") is in whichever log directory the
+    runner could write. run.py carries the mark itself and is spared: it reports the kill."""
+    _check_nonce(nonce)
     script = (
-        'for d in /tmp/kx-logs "${HOME:-/nonexistent}/.kx-logs" "$2/.kx-logs"; do '
-        'p=$(cat "$d/$1.pid" 2>/dev/null) && kill -s KILL -- "-$p"; done; '
+        's=; for d in /tmp/kx-logs "${HOME:-/nonexistent}/.kx-logs" "$2/.kx-logs"; do '
+        'p=; { read -r p s <"$d/$1.pid"; } 2>/dev/null; [ -n "$p" ] && kill -s KILL -- "-$p" 2>/dev/null; done; '
         'for e in $(grep -l -s -a "KX_RUN=$1" /proc/[0-9]*/environ 2>/dev/null); do '
-        'e=${e#/proc/}; kill -s KILL "${e%/environ}" 2>/dev/null; done; true'
+        'e=${e#/proc/}; e=${e%/environ}; [ "$e" = "$s" ] || kill -s KILL "$e" 2>/dev/null; done; true'
     )
     return ["exec", pod, "-c", container, "--", "sh", "-c", script, "kx", nonce, work_dir]
 

@@ -14,6 +14,7 @@ import io
 import json
 import os
 import subprocess
+import tempfile
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_executor.manifest import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
-from kubectl_executor.protocol import RUN_SCRIPT
+from kubectl_executor.protocol import LAUNCH, LOADER, PY_END, RUN_PY, RUN_SCRIPT
 from kubectl_executor.runner import Completed, Sink, StdinData
 
 # ---------------------------------------------------------------------------------------------
@@ -61,6 +62,8 @@ class ParsedRequest:
 
 
 def parse_request(data: bytes) -> ParsedRequest:
+    """A request as the executor sends it (after the Python runner) or alone."""
+    data = data.partition(PY_END)[2] or data
     head, rest = data.split(b"\n", 1)
     magic, nonce, tmo, kafter, runner, budget, nenv = head.decode().split(" ")
     assert magic == "KX1"
@@ -424,18 +427,51 @@ def _read_stdin(stdin: StdinData) -> bytes | None:
 
 
 def run_sh_locally(
-    request_bytes: bytes, *, env: Mapping[str, str] | None = None, timeout: float = 60
+    request_bytes: bytes,
+    *,
+    env: Mapping[str, str] | None = None,
+    timeout: float = 60,
+    runner: str = "run.sh",
 ) -> subprocess.CompletedProcess[bytes]:
-    """Run the real in-pod script with the host's /bin/sh, as `kubectl exec ... sh -c SCRIPT kx` would."""
-    base = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/nonexistent"}
+    """Run the real in-pod runner with the host's /bin/sh, as `kubectl exec` would: the executor's
+    launcher and stdin, with python3 on PATH ("run.py") or hidden from it ("run.sh": an image
+    without python3, where `python` still runs Python blocks)."""
+    path = os.environ.get("PATH", "/usr/bin:/bin")
+    if runner == "run.sh":
+        path = _path_without_python3()
+    base = {"PATH": path, "LANG": "C.UTF-8", "HOME": "/nonexistent"}
+    head = request_bytes.split(b"\n", 1)[0].split(b" ")
+    nonce = head[1].decode() if len(head) > 1 and head[1].isalnum() else "0"
     return subprocess.run(
-        ["/bin/sh", "-c", RUN_SCRIPT, "kx"],
-        input=request_bytes,
+        ["/bin/sh", "-c", LAUNCH, "kx", nonce, LOADER, RUN_SCRIPT],
+        input=RUN_PY + PY_END + request_bytes,
         capture_output=True,
         env={**base, **(env or {})},
         timeout=timeout,
         check=False,
     )
+
+
+_NO_PYTHON3: list[tempfile.TemporaryDirectory[str]] = []
+
+
+def _path_without_python3() -> str:
+    """A PATH of one directory linking every command on ours except python3 (and `python` to it)."""
+    if not _NO_PYTHON3:
+        tmp = tempfile.TemporaryDirectory(prefix="kx-no-python3-")
+        python = subprocess.run(
+            ["python3", "-c", "import sys; print(sys.executable)"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        os.symlink(python, os.path.join(tmp.name, "python"))
+        for directory in os.environ.get("PATH", "/usr/bin:/bin").split(os.pathsep):
+            if not os.path.isdir(directory):
+                continue
+            for name in os.listdir(directory):
+                target = os.path.join(tmp.name, name)
+                if not name.startswith("python") and not os.path.lexists(target):
+                    os.symlink(os.path.join(directory, name), target)
+        _NO_PYTHON3.append(tmp)
+    return _NO_PYTHON3[0].name
 
 
 @dataclass

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kx_fakes import ExecReply, FakeRunner, ParsedRequest
+from kx_fakes import ExecReply, FakeRunner, ParsedRequest, parse_request
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
 from kubectl_executor.dispatcher import (
@@ -23,7 +23,7 @@ from kubectl_executor.dispatcher import (
     runner_source,
 )
 from kubectl_executor.errors import InvalidInputError, OutcomeUnknownError, UnsafePathError
-from kubectl_executor.protocol import RUN_SCRIPT, FrameSplitter
+from kubectl_executor.protocol import LOADER, RUN_SCRIPT, FrameSplitter
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
@@ -386,5 +386,6 @@ def test_module_name_in_payload_not_argv(
 ) -> None:
     pod.execute_tool_function({}, "greet", module="robin_user")
     call = fake_runner.spawns[-1]
-    assert call.argv[-1] == "kx" and RUN_SCRIPT in call.argv
+    assert call.argv[-3:] == [parse_request(bytes(call.stdin)).nonce, LOADER, RUN_SCRIPT]
+    assert not any("robin_user" in arg for arg in call.argv)
     assert b'"module": "robin_user"' in bytes(call.stdin)

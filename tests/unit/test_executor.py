@@ -38,7 +38,7 @@ from kubectl_executor.manifest import (
     SPEC_LABEL,
     spec_hash,
 )
-from kubectl_executor.protocol import RUN_SCRIPT
+from kubectl_executor.protocol import LAUNCH, LOADER, RUN_SCRIPT
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 
@@ -78,8 +78,11 @@ def test_exec_argv_is_fixed_and_code_travels_on_stdin(make: Make, fake_runner: F
         "--",
         "sh",
         "-c",
-        RUN_SCRIPT,
+        LAUNCH,
         "kx",
+        parse_request(bytes(proc.stdin)).nonce,
+        LOADER,
+        RUN_SCRIPT,
     ]
     for argv in fake_runner.all_argvs():
         for arg in argv:

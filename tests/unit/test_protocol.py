@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import tracemalloc
+from pathlib import Path
 
 import pytest
-from kx_fakes import Collected, exit_marker, parse_request, runner_stdout, start_marker
+from kx_fakes import Collected, exit_marker, parse_request, run_sh_locally, runner_stdout, start_marker
 
 from kubectl_executor.errors import InvalidInputError
 from kubectl_executor.protocol import (
+    LAUNCH,
+    LOADER,
+    RUN_PY_CACHE,
     RUN_SCRIPT,
     MarkerFilter,
     Outcome,
@@ -74,8 +78,8 @@ def test_nonces_are_random_hex() -> None:
     assert all(len(n) == 24 and int(n, 16) >= 0 for n in nonces)
 
 
-def test_exec_args_carry_only_the_fixed_script() -> None:
-    assert exec_args("kx-1", "executor") == [
+def test_exec_args_carry_only_the_fixed_scripts_and_the_nonce() -> None:
+    assert exec_args("kx-1", "executor", NONCE) == [
         "exec",
         "-i",
         "kx-1",
@@ -84,9 +88,14 @@ def test_exec_args_carry_only_the_fixed_script() -> None:
         "--",
         "sh",
         "-c",
-        RUN_SCRIPT,
+        LAUNCH,
         "kx",
+        NONCE,
+        LOADER,
+        RUN_SCRIPT,
     ]
+    with pytest.raises(InvalidInputError):
+        exec_args("kx-1", "executor", "$(reboot)")
 
 
 def test_kill_args_refuse_a_non_hex_nonce() -> None:
@@ -268,3 +277,41 @@ def test_budget_memory_stays_bounded_for_50_mb() -> None:
     value = b.value()
     assert len(value) < limit + 200
     assert f"{800 * len(chunk) - limit} bytes omitted".encode() in value
+
+
+# -- the launcher's compiled-runner cache ---------------------------------------------------------------------
+
+
+def test_a_damaged_runner_cache_is_compiled_again(tmp_path: Path) -> None:
+    """The first run in a pod keeps run.py's code object; a file that is not one is ignored and
+    replaced, never executed as the runner."""
+    import marshal
+    import subprocess
+
+    tag = subprocess.run(
+        ["python3", "-c", "import sys; print(sys.implementation.cache_tag)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    cache = Path(RUN_PY_CACHE + tag)
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(marshal.dumps(("not", "code")))
+    request = RunRequest(b"print(6 * 7)\n", str(tmp_path), "b.py", "python", 30)
+    done = run_sh_locally(request.encode(), runner="run.py")
+    assert done.stdout.startswith(f"__KX_START_{request.nonce}__\n42\n".encode()), done
+    assert type(marshal.loads(cache.read_bytes())).__name__ == "code"
+    again = RunRequest(b"print(6 * 8)\n", str(tmp_path), "b.py", "python", 30)
+    assert b"\n48\n" in run_sh_locally(again.encode(), runner="run.py").stdout  # from the cache
+
+
+def test_the_exec_url_stays_under_8_kib() -> None:
+    """kubectl puts the command in the exec URL's query; proxies (and the emulator's server) refuse
+    request lines over 8 KiB. run.py travels on stdin for this reason."""
+    from urllib.parse import urlencode
+
+    args = exec_args("kx-" + "a" * 53, "executor", NONCE)
+    command = args[args.index("--") + 1 :]
+    path = f"/api/v1/namespaces/{'n' * 63}/pods/{args[2]}/exec?"
+    query = urlencode([("command", c) for c in command] + [("container", "executor"), ("stdin", "true")])
+    assert len(path + query) < 8190

@@ -1,6 +1,8 @@
-"""_pod/run.sh, the in-pod runner, run for real with the host's /bin/sh as a local process.
+"""The in-pod runners, run for real as local processes: _pod/run.py (through the launcher the
+executor uses, as whenever the image has python3) and _pod/run.sh (images without it). Every test
+runs against both: they speak one protocol and must behave alike.
 
-This is what `kubectl exec -i POD -- sh -c SCRIPT kx` runs in the pod; no kubectl is involved here.
+This is what `kubectl exec -i POD -- sh -c LAUNCH kx ...` runs in the pod; no kubectl is involved.
 Needs POSIX sh, coreutils `timeout` and python3 on the host.
 """
 
@@ -33,6 +35,16 @@ class Ran:
     returncode: int  # of sh itself
     elapsed: float
     request: RunRequest
+
+
+IMPLEMENTATION = ["run.py"]  # set per test by the autouse fixture below
+
+
+@pytest.fixture(autouse=True, params=["run.py", "run.sh"])
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    IMPLEMENTATION[0] = request.param
+    yield request.param
+    IMPLEMENTATION[0] = "run.py"
 
 
 @pytest.fixture
@@ -74,7 +86,7 @@ def run(
         env=env or {},
     )
     started = time.monotonic()
-    done = run_sh_locally(request.encode(), timeout=timeout + kill_after + 30)
+    done = run_sh_locally(request.encode(), timeout=timeout + kill_after + 30, runner=IMPLEMENTATION[0])
     elapsed = time.monotonic() - started
     out = Collected()
     marker = MarkerFilter(request.nonce, out)
@@ -285,7 +297,7 @@ def test_unknown_runner_reports_exit_1(work: Path) -> None:
 
 
 def test_bad_header_is_refused(work: Path) -> None:
-    done = run_sh_locally(b"HELLO there\n")
+    done = run_sh_locally(b"HELLO there\n", runner=IMPLEMENTATION[0])
     assert done.returncode == 97
     assert b"bad request header" in done.stderr
     assert b"__KX_START_" not in done.stdout
@@ -344,3 +356,112 @@ def test_missing_interpreter_is_127(work: Path) -> None:
         pytest.skip("pwsh is installed here")
     ran = run(work, "Write-Output 1", runner="pwsh", path="x.ps1")
     assert_outcome(ran, 127)
+
+
+# -- a Python block is `python3 FILE`, whichever runner ran it ------------------------------------------------------
+
+
+def run_directly(work: Path, code: str, env: dict[str, str] | None = None) -> tuple[int, bytes, bytes]:
+    """The reference: the host's python3 running the same file the way run.sh does."""
+    import subprocess
+
+    path = work / "direct.py"
+    path.write_text(code)
+    done = subprocess.run(
+        ["python3", str(path)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "HOME": "/nonexistent",
+             "PYTHONUNBUFFERED": "1", **(env or {})},
+        timeout=60,
+        check=False,
+    )  # fmt: skip
+    status = done.returncode if done.returncode >= 0 else 128 - done.returncode
+    return (
+        status,
+        done.stdout.replace(b"direct.py", b"block.py"),
+        done.stderr.replace(b"direct.py", b"block.py"),
+    )
+
+
+AS_A_SCRIPT = '''"""The module docstring."""
+import sys
+print(__name__, __file__, __doc__, __spec__, __package__)
+print(sys.argv, sys.path[0], repr(sys.stdin.read()))
+print(type(sys.stdout.buffer).__name__, sys.stdout.write_through, sys.stderr.write_through, sys.stdout.encoding)
+print(sys.modules["__main__"].__dict__ is globals())
+'''
+
+
+@pytest.mark.parametrize(
+    ("name", "code"),
+    [
+        ("script module", AS_A_SCRIPT),
+        ("uncaught exception", "def f():\n    raise ValueError('bad')\nprint('before')\nf()\n"),
+        ("syntax error", "print('never')\nprint(\n"),
+        ("exit with a message", "import sys\nsys.exit('no luck')\n"),
+        ("keyboard interrupt", "raise KeyboardInterrupt\n"),
+        (
+            "atexit, threads, unclosed files",
+            "import atexit, threading\n"
+            "atexit.register(print, 'atexit ran')\n"
+            "done = threading.Event()\n"
+            "threading.Thread(target=lambda: (done.wait(5), print('thread finished'))).start()\n"
+            "f = open('unclosed.txt', 'w')\nf.write('flushed at exit')\n"
+            "done.set()\n",
+        ),
+        (
+            "multiprocessing spawn",
+            "import multiprocessing as mp\n"
+            "def double(x):\n    return 2 * x\n"
+            "if __name__ == '__main__':\n"
+            "    with mp.get_context('spawn').Pool(1) as pool:\n        print(pool.map(double, [1, 2]))\n",
+        ),
+    ],
+)
+def test_python_block_is_indistinguishable_from_python3_file(work: Path, name: str, code: str) -> None:
+    status, stdout, stderr = run_directly(work, code)
+    direct_file = (work / "unclosed.txt").read_bytes() if (work / "unclosed.txt").exists() else None
+    (work / "unclosed.txt").unlink(missing_ok=True)
+    ran = run(work, code, path="block.py")
+    assert_outcome(ran, status)
+    assert (ran.stdout, ran.stderr) == (stdout, stderr), name
+    runner_file = (work / "unclosed.txt").read_bytes() if (work / "unclosed.txt").exists() else None
+    assert runner_file == direct_file
+
+
+def test_python_variables_get_a_real_interpreter(work: Path) -> None:
+    """PYTHONHASHSEED and friends act at interpreter start: such a block is not run in a fork."""
+    code = "print(hash('kubectl-executor'))\n"
+    env = {"PYTHONHASHSEED": "7"}
+    status, stdout, _ = run_directly(work, code, env)
+    ran = run(work, code, env=env)
+    assert_outcome(ran, status)
+    assert ran.stdout == stdout
+
+
+def test_a_forked_and_detached_python_process_is_stopped(work: Path, tmp_path: Path) -> None:
+    """Escaped the group (setsid) without exec: only the run's mark in its environment finds it."""
+    pidfile = tmp_path / "escapee.pid"
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n"
+        "        time.sleep(300)\n"
+        "    os._exit(0)\n"
+        f"while not os.path.exists({str(pidfile)!r}):\n    time.sleep(0.01)\n"
+    )
+    ran = run(work, code, timeout=60)
+    assert_outcome(ran, 0)
+    assert wait_gone(int(pidfile.read_text())), "the detached process survived the block"
+
+
+def test_only_run_sh_starts_an_interpreter_for_a_python_block(work: Path, implementation: str) -> None:
+    ran = run(work, "import sys\nprint(open('/proc/self/cmdline', 'rb').read().split(b'\\0')[1:2])\n")
+    assert_outcome(ran, 0)
+    if implementation == "run.py":
+        assert ran.stdout == b"[b'-c']\n"  # the runner's own `python3 -c`, forked
+    else:
+        assert ran.stdout == f"[{str(work / 'block.py').encode()!r}]\n".encode()  # python3 FILE
