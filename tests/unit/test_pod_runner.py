@@ -407,7 +407,8 @@ print(sys.modules["__main__"].__dict__ is globals())
             "atexit.register(print, 'atexit ran')\n"
             "done = threading.Event()\n"
             "threading.Thread(target=lambda: (done.wait(5), print('thread finished'))).start()\n"
-            "f = open('unclosed.txt', 'w')\nf.write('flushed at exit')\n"
+            "import os\nf = open(os.path.join(os.path.dirname(__file__), 'unclosed.txt'), 'w')\n"
+            "f.write('flushed at exit')\n"
             "done.set()\n",
         ),
         (
@@ -428,6 +429,8 @@ def test_python_block_is_indistinguishable_from_python3_file(work: Path, name: s
     assert (ran.stdout, ran.stderr) == (stdout, stderr), name
     runner_file = (work / "unclosed.txt").read_bytes() if (work / "unclosed.txt").exists() else None
     assert runner_file == direct_file
+    if "unclosed" in code:
+        assert runner_file == b"flushed at exit"
 
 
 def test_python_variables_get_a_real_interpreter(work: Path) -> None:
