@@ -1,5 +1,7 @@
 """kubectl-executor: run AI-agent code in a Kubernetes pod, talking to the cluster only through kubectl."""
 
+from typing import TYPE_CHECKING, Any
+
 from .dispatcher import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from .errors import (
     ClaimNotBoundError,
@@ -25,7 +27,23 @@ from .manifest import PodOptions, Resources
 from .results import CodeBlock, CodeResult, CommandLineCodeResult, MarkdownCodeExtractor
 from .retry import RetryPolicy
 from .transfer import TransferLimits
-from .workspace import PVCValidationResult, WorkspaceVolume
+
+if TYPE_CHECKING:
+    from .workspace import PVCValidationResult, WorkspaceVolume
+
+# Imported when first used: most programs never touch volumes, and the module is the costliest.
+_LAZY = {"PVCValidationResult": ".workspace", "WorkspaceVolume": ".workspace"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(_LAZY[name], __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __version__ = "0.1.0"
 

@@ -18,7 +18,6 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -26,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from .errors import InvalidInputError
 from .kubectl import Kubectl
-from .protocol import RunRequest
+from .protocol import RunRequest, pod_file
 from .results import CommandLineCodeResult
 from .transfer import pod_relative
 
@@ -35,8 +34,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-_POD = resources.files("kubectl_executor").joinpath("_pod")
-TOOL_RUNNER = _POD.joinpath("tool_runner.py").read_text()
+TOOL_RUNNER = pod_file("tool_runner.py").decode()
 _DEFAULT_MODULE_LINE = 'DEFAULT_MODULE = "robin_user"\n'
 
 TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
@@ -48,7 +46,7 @@ OutputCallback = Callable[[str, bytes], None]
 class ToolError(BaseModel):
     """What the function raised: qualified type name, ``str(exc)``, the formatted traceback."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     type: str
     message: str
@@ -63,7 +61,7 @@ class ToolCallResult(BaseModel):
     the result the runner prints (seed compatibility) or the traceback it writes.
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     module: str | None = None
     function: str | None = None

@@ -10,14 +10,21 @@ after it ends, and only that marker decides the outcome. No marker: outcome unkn
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import secrets
 from dataclasses import dataclass, field
-from importlib import resources
 
 from .errors import InvalidInputError
 from .manifest import validate_env_name, validate_env_value
 from .runner import Sink
+
+
+def pod_file(name: str) -> bytes:
+    """A file of ``_pod/`` (what runs in the pod), read beside this module: importing
+    importlib.resources would cost more than reading all of them."""
+    with open(os.path.join(os.path.dirname(os.path.abspath(__file__)), "_pod", name), "rb") as fh:
+        return fh.read()
 
 
 def _sent_form(script: str) -> str:
@@ -29,8 +36,8 @@ def _sent_form(script: str) -> str:
     )
 
 
-RUN_SCRIPT = _sent_form(resources.files("kubectl_executor").joinpath("_pod/run.sh").read_text())
-RUN_PY = resources.files("kubectl_executor").joinpath("_pod/run.py").read_bytes()
+RUN_SCRIPT = _sent_form(pod_file("run.sh").decode())
+RUN_PY = pod_file("run.py")
 PY_END = b"\n__KX_PY_END__\n"
 # Arguments: $1 nonce, $2 LOADER, $3 run.sh. stdin: run.py, PY_END, then the request. run.py
 # starts no helper processes, so it runs whenever the image has python3; it travels on stdin

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ast
 import re
 from typing import Any
 
@@ -10,7 +9,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic.dataclasses import dataclass
 
 
-@dataclass
+@dataclass(config=ConfigDict(defer_build=True))
 class CodeBlock:
     """A block of code and its language (positional or keyword, like autogen's)."""
 
@@ -47,6 +46,8 @@ def infer_language(code: str) -> str:
     if _SHELL_START.match(code) and not code.lstrip().startswith(("python3(", "python(")):
         return "sh"
     try:
+        import ast  # here: only python-looking blocks need it
+
         ast.parse(code)
     except SyntaxError:
         return "unknown"

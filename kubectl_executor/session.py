@@ -32,14 +32,13 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from importlib import resources
 from typing import Any
 
 from .errors import InvalidInputError, KubectlError, KubectlExecutorError, OutcomeUnknownError, TransientError
 from .executor import ExecResult, OutputCallback
 from .kubectl import Kubectl, classify_failure, redact
 from .manifest import CONTAINER, validate_dns_label
-from .protocol import LOG_DIR, OutputBudget, RunRequest, kill_args, new_nonce
+from .protocol import LOG_DIR, OutputBudget, RunRequest, kill_args, new_nonce, pod_file
 from .retry import call_with_retry
 from .runner import Process
 
@@ -47,8 +46,8 @@ logger = logging.getLogger(__name__)
 
 FRAME = struct.Struct(">cI")
 PROTOCOL = 1
-AGENT_PY = resources.files("kubectl_executor").joinpath("_pod/agent.py").read_bytes()
-AGENT_SH = resources.files("kubectl_executor").joinpath("_pod/agent.sh").read_bytes()
+AGENT_PY = pod_file("agent.py")
+AGENT_SH = pod_file("agent.sh")
 SH_END = b"\n__KX_SH_END__\n"
 
 STATE_LOST_NOTE = (

@@ -29,7 +29,6 @@ import time
 from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, cast
 
@@ -37,16 +36,15 @@ from .errors import InvalidInputError, RemoteNotFoundError, TransferError, Trans
 from .kubectl import Kubectl, classify_failure
 from .languages import validate_relative_path
 from .manifest import CONTAINER
-from .protocol import LOG_DIR, OutputBudget, new_nonce
+from .protocol import LOG_DIR, OutputBudget, new_nonce, pod_file
 from .retry import call_with_retry
 from .runner import Process
 
 logger = logging.getLogger(__name__)
 
-_POD = resources.files("kubectl_executor").joinpath("_pod")
-UPLOAD_SCRIPT = _POD.joinpath("upload.sh").read_text()
-DOWNLOAD_SCRIPT = _POD.joinpath("download.sh").read_text()
-TAR_HELPER = _POD.joinpath("kxtar.py").read_text()
+UPLOAD_SCRIPT = pod_file("upload.sh").decode()
+DOWNLOAD_SCRIPT = pod_file("download.sh").decode()
+TAR_HELPER = pod_file("kxtar.py").decode()
 
 DEFAULT_EXCLUDES: tuple[str, ...] = ("__pycache__", ".*")
 """The seed's rule: skip ``__pycache__`` and names starting with "." (glob patterns, per component)."""

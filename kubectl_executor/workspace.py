@@ -327,7 +327,7 @@ class PVCValidationResult(BaseModel):
     the class binds only when the first pod mounts the claim (WaitForFirstConsumer).
     """
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     claim_name: str
     namespace: str
@@ -906,6 +906,8 @@ class WorkspaceVolume:
 
 class WorkspaceInfo(BaseModel):
     """One of this tool's claims, for ``workspace list``."""
+
+    model_config = ConfigDict(defer_build=True)
 
     name: str
     namespace: str
