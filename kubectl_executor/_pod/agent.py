@@ -23,6 +23,7 @@ Fixed text: nothing from the user is ever spliced into it.
 """
 
 import array
+import fcntl
 import json
 import os
 import re
@@ -39,7 +40,9 @@ import traceback
 PROTOCOL = 1
 LOG_DIR = "/tmp/kx-logs"
 FRAME = struct.Struct(">cI")
-CHUNK = 65536
+CHUNK = 1 << 20
+PIPE_SIZE = 1 << 20  # the unprivileged maximum: a big output moves in few, large writes
+F_SETPIPE_SZ = 1031  # Linux
 DRAIN_GRACE = 1.0  # after the block ended: how long its output pipes may stay open
 STATE_LOST = "state_lost"
 SESSION_ENV = "KX_SESSION"  # in the environment of every process a block starts
@@ -470,6 +473,7 @@ class Agent:
             return self.finish(req.nonce, code, logs=logs, budget=req.budget)
         self.active_group = proc.pid
         self.registry.set("block", proc.pid)
+        grow_pipes(proc.stdout.fileno(), proc.stderr.fileno())
         pump = Pump(self.out, logs, proc.stdout.fileno(), proc.stderr.fileno())
         exited = Exited(proc)
         timed_out = False
@@ -871,5 +875,14 @@ def _exit_code(value):
     return 1
 
 
+def grow_pipes(*fds):
+    for fd in fds:
+        try:
+            fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+        except OSError:
+            pass  # not a pipe, or over the user's pipe quota: the default size works too
+
+
 def main(session_id, source):
+    grow_pipes(1)
     Agent(session_id, source).serve()
