@@ -2,7 +2,6 @@
 
 from typing import TYPE_CHECKING, Any
 
-from .dispatcher import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from .errors import (
     ClaimNotBoundError,
     ConflictError,
@@ -22,17 +21,43 @@ from .errors import (
     UnsafePathError,
 )
 from .executor import KubernetesCommandLineCodeExecutor
-from .kubectl import ClusterAccess, Kubectl
-from .manifest import PodOptions, Resources
-from .results import CodeBlock, CodeResult, CommandLineCodeResult, MarkdownCodeExtractor
+from .kubectl import Kubectl
+from .results import CodeBlock, MarkdownCodeExtractor
 from .retry import RetryPolicy
 from .transfer import TransferLimits
 
 if TYPE_CHECKING:
+    from .boundary import (
+        ClusterAccess,
+        CodeResult,
+        CommandLineCodeResult,
+        PodOptions,
+        Resources,
+        ToolCallResult,
+        ToolCommandLineCodeResult,
+        ToolError,
+    )
     from .workspace import PVCValidationResult, WorkspaceVolume
 
-# Imported when first used: most programs never touch volumes, and the module is the costliest.
-_LAZY = {"PVCValidationResult": ".workspace", "WorkspaceVolume": ".workspace"}
+# Imported when first used: the pydantic types (importing pydantic costs as much as all the rest)
+# and the workspace module (most programs never touch volumes).
+_LAZY = {
+    **dict.fromkeys(
+        [
+            "ClusterAccess",
+            "CodeResult",
+            "CommandLineCodeResult",
+            "PodOptions",
+            "Resources",
+            "ToolCallResult",
+            "ToolCommandLineCodeResult",
+            "ToolError",
+        ],
+        ".boundary",
+    ),
+    "PVCValidationResult": ".workspace",
+    "WorkspaceVolume": ".workspace",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -19,17 +19,17 @@ import logging
 import re
 from collections.abc import Callable
 from pathlib import Path, PurePath
-from typing import TYPE_CHECKING, Any, Literal
-
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
 from .kubectl import Kubectl
 from .protocol import RunRequest, pod_file
-from .results import CommandLineCodeResult
 from .transfer import pod_relative
 
 if TYPE_CHECKING:
+    from .boundary import ToolCallResult as ToolCallResult
+    from .boundary import ToolCommandLineCodeResult as ToolCommandLineCodeResult
+    from .boundary import ToolError as ToolError
     from .executor import ExecResult
 
 logger = logging.getLogger(__name__)
@@ -41,48 +41,6 @@ TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", re.ASCII)
 
 OutputCallback = Callable[[str, bytes], None]
-
-
-class ToolError(BaseModel):
-    """What the function raised: qualified type name, ``str(exc)``, the formatted traceback."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    type: str
-    message: str
-    traceback: str
-
-
-class ToolCallResult(BaseModel):
-    """The structured side of a tool call, as the in-pod runner reported it.
-
-    ``value`` is the return value when it is JSON-serialisable (``value_is_json``), else None and
-    ``value_repr`` says what it was. ``stdout``/``stderr`` are the function's own output, without
-    the result the runner prints (seed compatibility) or the traceback it writes.
-    """
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    module: str | None = None
-    function: str | None = None
-    status: Literal["returned", "raised"]
-    value: Any = None
-    value_is_json: bool = False
-    value_repr: str | None = None
-    value_truncated: bool = False
-    error: ToolError | None = None
-    stdout: str = ""
-    stderr: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "returned"
-
-
-class ToolCommandLineCodeResult(CommandLineCodeResult):
-    """The seed's result for a tool call (``output`` = what it printed) plus ``tool_result``."""
-
-    tool_result: ToolCallResult | None = None
 
 
 def parse_arguments(arguments: dict[str, Any] | str) -> dict[str, Any]:
@@ -133,6 +91,8 @@ def build_tool_result(frame: bytes | None, stdout: bytes, stderr: bytes) -> Tool
     """The frame as a model, with the function's own stdout/stderr (the runner's additions cut)."""
     if frame is None:
         return None
+    from .boundary import ToolCallResult
+
     try:
         data = json.loads(frame)
         own_out = _cut_tail(stdout, int(data.get("runner_stdout_bytes", 0)))
@@ -149,7 +109,7 @@ def build_tool_result(frame: bytes | None, stdout: bytes, stderr: bytes) -> Tool
             stdout=own_out.decode(errors="replace"),
             stderr=own_err.decode(errors="replace"),
         )
-    except (ValueError, KeyError, TypeError, AttributeError, ValidationError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # pydantic's ValidationError too
         logger.warning("ignoring a malformed tool result frame: %s", exc)
         return None
 
@@ -228,6 +188,8 @@ class ToolsMixin:
         output = (done.stdout + done.stderr).decode(errors="replace")
         if done.timed_out:
             output += "\n" + TIMEOUT_NOTE.format(timeout=seconds)
+        from .boundary import ToolCommandLineCodeResult
+
         return ToolCommandLineCodeResult(
             exit_code=done.exit_code,
             output=output,
@@ -242,12 +204,17 @@ class ToolsMixin:
 
 
 __all__ = [
-    "ToolCallResult",
-    "ToolCommandLineCodeResult",
-    "ToolError",
     "ToolsMixin",
     "build_tool_result",
     "encode_payload",
     "parse_arguments",
     "runner_source",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ToolCallResult", "ToolCommandLineCodeResult", "ToolError"):  # in boundary.py, loaded on use
+        from . import boundary
+
+        return getattr(boundary, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -28,7 +28,7 @@ from .errors import (
     PodStartError,
     UnsafePathError,
 )
-from .kubectl import ClusterAccess, Kubectl, classify_failure
+from .kubectl import Kubectl, classify_failure
 from .languages import (
     DEFAULT_EXECUTION_POLICIES,
     code_filename,
@@ -39,8 +39,6 @@ from .languages import (
 )
 from .manifest import (
     CONTAINER,
-    PodOptions,
-    Resources,
     build_pod_manifest,
     generate_pod_name,
     ownership_labels,
@@ -48,7 +46,6 @@ from .manifest import (
     validate_env_name,
     validate_env_value,
 )
-from .models import Pod
 from .pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
 from .protocol import (
     FrameSplitter,
@@ -60,12 +57,14 @@ from .protocol import (
     kill_args,
     new_nonce,
 )
-from .results import CodeBlock, CommandLineCodeResult, MarkdownCodeExtractor
+from .results import CodeBlock, MarkdownCodeExtractor
 from .retry import RetryPolicy, call_with_retry
 from .runner import Runner
 from .transfer import FilesMixin
 
 if TYPE_CHECKING:
+    from .boundary import CommandLineCodeResult, Resources
+    from .models import Pod
     from .pool import WarmPool
     from .session import Session
 
@@ -188,6 +187,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._created = False  # True while a pod that WE created exists
         self._reused = False
         self._pod: Pod | None = None
+        from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
+
         self._pod_options = PodOptions(
             name=self._pod_name,
             image=image,
@@ -476,6 +477,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 outputs.append("\n" + TIMEOUT_NOTE.format(timeout=self._timeout))
             if exit_code != 0:
                 break
+        from .boundary import CommandLineCodeResult
+
         return CommandLineCodeResult(
             exit_code=exit_code,
             output="".join(outputs),

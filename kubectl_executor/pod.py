@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import netpol
 from .errors import (
@@ -36,7 +36,9 @@ from .manifest import (
     WORK_DIR_ANNOTATION,
     spec_hash,
 )
-from .models import Pod, PodList
+
+if TYPE_CHECKING:
+    from .models import Pod
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +79,8 @@ def start_failure(pod: Pod) -> tuple[str, str] | None:
 def apply_pod(kubectl: Kubectl, manifest: dict[str, Any]) -> Pod:
     """Create (or converge) the pod; the manifest travels on stdin."""
     data = kubectl.json(["apply", "-f", "-"], stdin=json.dumps(manifest).encode())
+    from .models import Pod
+
     return Pod.model_validate(data)
 
 
@@ -98,6 +102,8 @@ def create_pod(kubectl: Kubectl, manifest: dict[str, Any], *, network_policy: bo
 
 def get_pod(kubectl: Kubectl, name: str) -> Pod | None:
     try:
+        from .models import Pod
+
         return Pod.model_validate(kubectl.json(["get", "pod", name]))
     except NotFoundError:
         return None
@@ -107,6 +113,8 @@ def list_pods(kubectl: Kubectl, selector: str, *, all_namespaces: bool = False) 
     args = ["get", "pods", "-l", selector]
     if all_namespaces:
         args.append("--all-namespaces")
+    from .models import PodList
+
     return PodList.model_validate(kubectl.json(args)).items
 
 
@@ -205,6 +213,8 @@ class _Watch(ObjectWatch):
         self.failure: tuple[str, str] | None = None
 
     def accept(self, obj: dict[str, Any]) -> bool:
+        from .models import Pod
+
         pod = Pod.model_validate(obj)
         self.last = pod
         if pod.ready:

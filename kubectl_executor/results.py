@@ -3,39 +3,29 @@
 from __future__ import annotations
 
 import re
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, ConfigDict
-from pydantic.dataclasses import dataclass
+from .errors import InvalidInputError
+
+if TYPE_CHECKING:
+    from .boundary import CodeResult as CodeResult
+    from .boundary import CommandLineCodeResult as CommandLineCodeResult
 
 
-@dataclass(config=ConfigDict(defer_build=True))
+@dataclass
 class CodeBlock:
     """A block of code and its language (positional or keyword, like autogen's)."""
 
     code: str
     language: str
 
-
-class CodeResult(BaseModel):
-    """``exit_code`` is the program's own (0-255, 128+N for a signal, 124 for a timeout)."""
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    exit_code: int
-    output: str
-
-
-class CommandLineCodeResult(CodeResult):
-    """The seed's result, plus the streams kept apart and what the output budget cut."""
-
-    code_file: str | None = None
-    stdout: str = ""
-    stderr: str = ""
-    timed_out: bool = False
-    truncated: bool = False
-    log_files: list[str] = []
-    state_lost: bool = False  # a stateful session had to restart its interpreter
+    def __post_init__(self) -> None:
+        for name in ("code", "language"):
+            if not isinstance(getattr(self, name), str):
+                raise InvalidInputError(
+                    f"CodeBlock.{name} must be a str, not {type(getattr(self, name)).__name__}"
+                )
 
 
 _SHELL_START = re.compile(r"^\s*(pip3?|python3?|apt(-get)?|ls|cd|echo|export|cat|mkdir|curl|git)\b")
@@ -84,3 +74,11 @@ def _content_to_text(message: str | list[Any] | None) -> str:
         elif isinstance(item, dict) and item.get("type") == "text":
             parts.append(str(item.get("text", "")))
     return "\n".join(parts)
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("CodeResult", "CommandLineCodeResult"):  # their home is boundary.py, loaded on first use
+        from . import boundary
+
+        return getattr(boundary, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

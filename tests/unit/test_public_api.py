@@ -94,11 +94,43 @@ def test_seed_import_line_works() -> None:
     assert callable(KubernetesCommandLineCodeExecutor) and callable(CodeBlock)
 
 
+LAZY = ("sh", "tenacity", "markdown_it", "kubernetes", "pydantic", "kubectl_executor.workspace")
+
+
 def test_import_is_light() -> None:
-    """sh, tenacity and markdown-it are imported on first use, not by `import kubectl_executor`."""
+    """sh, tenacity, markdown-it, pydantic (the public types) and the workspace module are imported
+    on first use, not by the seed's import line."""
     code = (
-        "import sys, kubectl_executor\n"
-        "print(','.join(m for m in ('sh', 'tenacity', 'markdown_it', 'kubernetes') if m in sys.modules))\n"
+        "import sys\n"
+        "from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor\n"
+        f"print(','.join(m for m in {LAZY!r} if m in sys.modules))\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == ""
+
+
+def test_lazy_types_are_the_same_objects_wherever_they_are_imported_from() -> None:
+    from kubectl_executor import boundary, dispatcher, kubectl, manifest, results
+
+    assert (
+        kubectl_executor.CommandLineCodeResult
+        is results.CommandLineCodeResult
+        is boundary.CommandLineCodeResult
+    )
+    assert kubectl_executor.ClusterAccess is kubectl.ClusterAccess is boundary.ClusterAccess
+    assert kubectl_executor.PodOptions is manifest.PodOptions is boundary.PodOptions
+    assert kubectl_executor.ToolCallResult is dispatcher.ToolCallResult is boundary.ToolCallResult
+    assert issubclass(kubectl_executor.ToolCommandLineCodeResult, kubectl_executor.CommandLineCodeResult)
+
+
+def test_code_block_refuses_what_is_not_text() -> None:
+    from kubectl_executor import CodeBlock
+
+    assert CodeBlock("print(1)", "python").code == "print(1)"
+    for bad in ({"code": 1, "language": "python"}, {"code": "x", "language": None}):
+        try:
+            CodeBlock(**bad)  # type: ignore[arg-type]
+        except kubectl_executor.InvalidInputError as exc:
+            assert "CodeBlock." in str(exc)
+        else:
+            raise AssertionError(f"CodeBlock accepted {bad}")

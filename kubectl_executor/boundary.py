@@ -1,0 +1,128 @@
+"""The public pydantic types, in one module loaded on first use.
+
+Importing pydantic costs about as much as all the rest of ``import kubectl_executor``; these
+types are only needed once an executor is built or a result is made, so the modules that own
+their logic (kubectl.py, manifest.py, results.py, dispatcher.py) re-export them lazily.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+
+class ClusterAccess(BaseModel):
+    """How to reach the cluster. Every field is optional: unset means "as kubectl would"."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    kubectl: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    namespace: str | None = None
+    remote_control_plane: str | None = None
+    kube_token: SecretStr | None = None
+    certificate_authority: str | None = None
+    insecure_skip_tls_verify: bool = False
+
+
+class Resources(BaseModel):
+    """Requests and limits; sane defaults for a code sandbox, all configurable."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    cpu_request: str = "100m"
+    memory_request: str = "256Mi"
+    cpu_limit: str | None = "2"
+    memory_limit: str | None = "2Gi"
+    ephemeral_storage_limit: str | None = "4Gi"
+
+
+class PodOptions(BaseModel):
+    """Everything that shapes the pod. Built by the executor from its constructor arguments."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    name: str
+    image: str = "python:3-slim"
+    work_dir: str = "/workspace"
+    shared_pvc_name: str | None = None
+    node: str | None = None
+    env: dict[str, str] = Field(default_factory=dict)
+    labels: dict[str, str] = Field(default_factory=dict)
+    resources: Resources = Field(default_factory=Resources)
+    workspace_size_limit: str | None = "2Gi"
+    active_deadline_seconds: int | None = 6 * 3600
+    # Restricted Pod Security profile unless hardened=False.
+    hardened: bool = True
+    run_as_user: int = 1000
+    run_as_group: int = 1000
+    read_only_root_filesystem: bool = False
+    runtime_class_name: str | None = None
+    service_account_name: str | None = None
+    owner_references: list[dict[str, Any]] = Field(default_factory=list)
+    pod_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class CodeResult(BaseModel):
+    """``exit_code`` is the program's own (0-255, 128+N for a signal, 124 for a timeout)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    exit_code: int
+    output: str
+
+
+class CommandLineCodeResult(CodeResult):
+    """The seed's result, plus the streams kept apart and what the output budget cut."""
+
+    code_file: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    truncated: bool = False
+    log_files: list[str] = []
+    state_lost: bool = False  # a stateful session had to restart its interpreter
+
+
+class ToolError(BaseModel):
+    """What the function raised: qualified type name, ``str(exc)``, the formatted traceback."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    type: str
+    message: str
+    traceback: str
+
+
+class ToolCallResult(BaseModel):
+    """The structured side of a tool call, as the in-pod runner reported it.
+
+    ``value`` is the return value when it is JSON-serialisable (``value_is_json``), else None and
+    ``value_repr`` says what it was. ``stdout``/``stderr`` are the function's own output, without
+    the result the runner prints (seed compatibility) or the traceback it writes.
+    """
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    module: str | None = None
+    function: str | None = None
+    status: Literal["returned", "raised"]
+    value: Any = None
+    value_is_json: bool = False
+    value_repr: str | None = None
+    value_truncated: bool = False
+    error: ToolError | None = None
+    stdout: str = ""
+    stderr: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "returned"
+
+
+class ToolCommandLineCodeResult(CommandLineCodeResult):
+    """The seed's result for a tool call (``output`` = what it printed) plus ``tool_result``."""
+
+    tool_result: ToolCallResult | None = None
