@@ -295,7 +295,7 @@ class Bench:
 
     # -- 2. pod to first result ---------------------------------------------------------------
 
-    def pod_to_result(self, label: str, count: int = 5) -> None:
+    def pod_to_result(self, label: str, count: int = 5, *, target: bool = True) -> None:
         def first_result(**kwargs: Any) -> float:
             start = time.perf_counter()
             ex = KubernetesCommandLineCodeExecutor(**self.kw(**kwargs))
@@ -318,9 +318,15 @@ class Bench:
         self.out(f"   {label}")
         self.out(f"     {'cold: create + wait Ready + run':<42}{median(cold):>9.1f}")
         self.out(f"     {'warm pool: claim + run':<42}{median(warm):>9.1f}{ratio:>10.2f}x of cold")
-        self.target(
-            f"pool to first result < 1/3 of cold ({label.split(':')[0]})", f"{ratio:.2f}x", ratio < 1 / 3
-        )
+        if target:
+            self.target(
+                f"pool to first result < 1/3 of cold ({label.split(':')[0]})", f"{ratio:.2f}x", ratio < 1 / 3
+            )
+        else:
+            self.out(
+                "     (not a target: these pods start in 0.1 s, so there is no start-up for a pool to save;"
+            )
+            self.out("      a claim is itself a kubectl call, as long as a third of this cold start)")
 
     # -- 3. concurrency -------------------------------------------------------------------------
 
@@ -500,7 +506,9 @@ def main() -> int:
             if "2" in args.only:
                 bench.out()
                 bench.out("2. 'I need a pod' to the first result of print(1) (median ms of 5)")
-                bench.pod_to_result("emulator as is: a new pod is Ready ~0.1 s after its create")
+                bench.pod_to_result(
+                    "emulator as is: a new pod is Ready ~0.1 s after its create", target=False
+                )
                 # The same on a second emulator whose pods start as they do on a real node.
                 with emulator(Path(tmp), start_delay=REAL_START) as slow_kubeconfig:
                     slow = Bench(kubectl, slow_kubeconfig, args.rounds)
