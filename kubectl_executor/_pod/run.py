@@ -227,6 +227,10 @@ def supervise(req, out, child, pipes):
         poller.register(fd, select.POLLIN)
     if child.pidfd is not None:
         poller.register(child.pidfd, select.POLLIN)
+    # Our stdout is the client: once its reader is gone (kubectl killed, connection dropped), nobody
+    # will ever learn the block's outcome, so the block is stopped now rather than at its deadline.
+    client = {1}
+    poller.register(1, 0)  # errors only: POLLERR/POLLHUP when the reading end is closed
     now = time.monotonic()
     term_at = now + req.timeout
     kill_at = term_at + req.kill_after
@@ -261,6 +265,14 @@ def supervise(req, out, child, pipes):
         except InterruptedError:
             continue
         for fd, _ in events:
+            if fd in client:  # the client is gone
+                poller.unregister(fd)
+                client.discard(fd)
+                out.open = [False, False]
+                if child.status is None:
+                    killpg(child.pid, SIGKILL)
+                    kill_marked(req.nonce)
+                continue
             if fd not in fds:
                 continue  # the pidfd: the loop's reap sees it
             try:
@@ -432,6 +444,10 @@ def emit_result(out, path):
 
 
 def main():
+    try:  # our own session: a kill of the exec's process group (a runtime cleaning up after a
+        os.setsid()  # dropped client) must not take the deadline keeper and leave the block
+    except OSError:
+        pass  # already a group leader
     try:
         req = Request(globals().get("STDIN") or read_all(0))  # the launcher has read stdin
     except (ValueError, UnicodeDecodeError):

@@ -438,7 +438,7 @@ def run_sh_locally(
     without python3, where `python` still runs Python blocks)."""
     path = os.environ.get("PATH", "/usr/bin:/bin")
     if runner == "run.sh":
-        path = _path_without_python3()
+        path = path_without_python3()
     base = {"PATH": path, "LANG": "C.UTF-8", "HOME": "/nonexistent"}
     head = request_bytes.split(b"\n", 1)[0].split(b" ")
     nonce = head[1].decode() if len(head) > 1 and head[1].isalnum() else "0"
@@ -455,7 +455,7 @@ def run_sh_locally(
 _NO_PYTHON3: list[tempfile.TemporaryDirectory[str]] = []
 
 
-def _path_without_python3() -> str:
+def path_without_python3() -> str:
     """A PATH of one directory linking every command on ours except python3 (and `python` to it)."""
     if not _NO_PYTHON3:
         tmp = tempfile.TemporaryDirectory(prefix="kx-no-python3-")

@@ -468,3 +468,39 @@ def test_only_run_sh_starts_an_interpreter_for_a_python_block(work: Path, implem
         assert ran.stdout == b"[b'-c']\n"  # the runner's own `python3 -c`, forked
     else:
         assert ran.stdout == f"[{str(work / 'block.py').encode()!r}]\n".encode()  # python3 FILE
+
+
+def test_a_block_does_not_outlive_its_client(work: Path, tmp_path: Path, implementation: str) -> None:
+    """kubectl gone (its end of our stdout closed): run.py stops the block at once; run.sh, which
+    cannot notice until the block writes, still stops it at its deadline."""
+    import subprocess
+
+    from kx_fakes import LAUNCH, LOADER, PY_END, RUN_PY, RUN_SCRIPT, path_without_python3
+
+    pidfile = tmp_path / "block.pid"
+    deadline = 60 if implementation == "run.py" else 3
+    code = f"import os, time\nopen({str(pidfile)!r}, 'w').write(str(os.getpid()))\nprint('up', flush=True)\ntime.sleep(300)\n"
+    request = RunRequest(code.encode(), str(work), "block.py", "python", deadline, kill_after=1)
+    path = os.environ.get("PATH", "/usr/bin:/bin") if implementation == "run.py" else path_without_python3()
+    proc = subprocess.Popen(
+        ["/bin/sh", "-c", LAUNCH, "kx", request.nonce, LOADER, RUN_SCRIPT],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env={"PATH": path, "LANG": "C.UTF-8", "HOME": "/nonexistent"},
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(RUN_PY + PY_END + request.encode())
+    proc.stdin.close()
+    seen = b""
+    while b"up\n" not in seen:
+        chunk = proc.stdout.read1(4096)
+        assert chunk, seen
+        seen += chunk
+    proc.stdout.close()  # the client hangs up
+    try:
+        assert wait_gone(int(pidfile.read_text()), within=15), "the block outlived its client"
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+        proc.wait()
