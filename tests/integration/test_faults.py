@@ -18,6 +18,7 @@ import json
 import os
 import secrets
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -301,6 +302,31 @@ def test_stream_dropped_mid_run_is_outcome_unknown_and_not_rerun(
     assert emulator.exec_count(ex.pod_name, cluster.namespace) - execs == 1
     assert side_effects(cluster, ex) == 1
     assert info.value.stdout.startswith(b"x")  # what did arrive is handed over
+
+
+def test_a_dropped_stream_stops_the_block_in_the_pod(
+    cluster: Cluster, emulator: Any, make: ExecutorFactory
+) -> None:
+    """Nobody can learn the outcome any more: the in-pod runner stops the block (and what it
+    started) when its client is gone, long before the block's 120 s deadline."""
+    ex = make(timeout=120)
+    code = (
+        "import subprocess, time\nsubprocess.Popen(['sleep', '3007'])\n"
+        "print('x' * 4000, flush=True)\ntime.sleep(100)\n"
+    )
+    emulator.faults.drop_exec(after_bytes=1000, pod=ex.pod_name)
+    with pytest.raises(OutcomeUnknownError):
+        ex.execute_code_blocks([CodeBlock(code, "python")])
+    deadline = time.monotonic() + 20
+    left = ["?"]
+    while left and time.monotonic() < deadline:
+        left = [
+            c
+            for c in pod_cmdlines(emulator, cluster, ex.pod_name)
+            if "sleep 3007" in c or "in-pod runner" in c
+        ]
+        time.sleep(0.1)  # polling the pod's process list, bounded
+    assert left == [], left
 
 
 def test_status_frame_lost_but_marker_arrived_gives_the_real_exit_code(
