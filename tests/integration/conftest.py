@@ -94,3 +94,19 @@ def executor_factory(cluster: Cluster) -> Iterator[ExecutorFactory]:
 @pytest.fixture
 def executor(executor_factory: ExecutorFactory) -> KubernetesCommandLineCodeExecutor:
     return executor_factory()
+
+
+@pytest.fixture
+def emulator(cluster: Cluster) -> Iterator[Any]:
+    """The local emulator, its fault table cleared before and after; skips on a real cluster."""
+    if cluster.emulator is None:
+        pytest.skip("needs the local emulator (fault injection, its URL, a proxy in front of it)")
+    cluster.emulator.faults.clear()
+    yield cluster.emulator
+    cluster.emulator.faults.clear()
+
+
+@pytest.fixture
+def waits() -> list[float]:
+    """Every wait the library's retry policy asked for (recorded, never slept)."""
+    return []

@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubectl_executor import KubernetesCommandLineCodeExecutor
+from kubectl_executor import ClusterAccess, Kubectl, KubernetesCommandLineCodeExecutor
 from kubectl_executor.manifest import MANAGED_BY, MANAGED_BY_LABEL
 
 
@@ -53,6 +54,33 @@ class Cluster:
         )
         items: list[dict[str, Any]] = json.loads(out.stdout)["items"]
         return [p for p in items if not p["metadata"].get("deletionTimestamp")]
+
+    def get_object(self, kind: str, name: str) -> dict[str, Any] | None:
+        """The object (a namespaced kind in the test namespace, or a PV), None if absent or going."""
+        ns = [] if kind == "pv" else ["-n", self.namespace]
+        done = self.run("get", kind, name, *ns, "-o", "json", check=False)
+        if done.returncode != 0:
+            assert b"NotFound" in done.stderr, done.stderr
+            return None
+        found: dict[str, Any] = json.loads(done.stdout)
+        return None if found["metadata"].get("deletionTimestamp") else found
+
+    def wait_gone(self, kind: str, name: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while self.get_object(kind, name) is not None:
+            assert time.monotonic() < deadline, f"{kind} {name} still there after {timeout}s"
+            time.sleep(0.1)
+
+    def library_kubectl(self) -> Kubectl:
+        """The library's own kubectl layer pointed at this cluster and namespace."""
+        return Kubectl(
+            ClusterAccess(
+                kubectl=self.kubectl,
+                kubeconfig=self.kubeconfig,
+                context=self.context,
+                namespace=self.namespace,
+            )
+        )
 
     def executor_kwargs(self) -> dict[str, Any]:
         return {

@@ -7,8 +7,6 @@ import json
 import os
 import subprocess
 import sys
-import time
-from typing import Any
 
 import pytest
 from kx_cluster import Cluster, ExecutorFactory
@@ -36,23 +34,6 @@ def kx(cluster: Cluster, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def _get(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    ns = [] if kind == "pv" else ["-n", cluster.namespace]
-    done = cluster.run("get", kind, name, *ns, "-o", "json", check=False)
-    if done.returncode != 0:
-        assert b"NotFound" in done.stderr, done.stderr
-        return None
-    found: dict[str, Any] = json.loads(done.stdout)
-    return None if found["metadata"].get("deletionTimestamp") else found
-
-
-def _wait_gone(cluster: Cluster, kind: str, name: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while _get(cluster, kind, name) is not None:
-        assert time.monotonic() < deadline, f"{kind} {name} still there after {timeout}s"
-        time.sleep(0.1)
-
-
 def test_create_list_share_and_delete(cluster: Cluster, executor_factory: ExecutorFactory) -> None:
     made = kx(cluster, "workspace", "create", "cli-ws", "--size", "2Gi", "-o", "json")
     assert made.returncode == 0, made.stderr
@@ -61,7 +42,7 @@ def test_create_list_share_and_delete(cluster: Cluster, executor_factory: Execut
     assert result["volume_status"] == "Bound" and result["volume_capacity"] == "2Gi"
     volume = result["volume_name"]
     try:
-        assert _get(cluster, "pvc", "cli-ws") is not None  # kept after the command ended
+        assert cluster.get_object("pvc", "cli-ws") is not None  # kept after the command ended
         listed = json.loads(kx(cluster, "workspace", "list", "-o", "json").stdout)
         row = next(w for w in listed if w["name"] == "cli-ws")
         assert row["long_lived"] and row["status"] == "Bound" and row["volume"] == volume
@@ -78,13 +59,13 @@ def test_create_list_share_and_delete(cluster: Cluster, executor_factory: Execut
         # gc leaves a long-lived workspace alone even though the process that made it is gone
         collected = json.loads(kx(cluster, "gc", "--volumes", "-o", "json").stdout)
         assert "cli-ws" not in [c["name"] for c in collected]
-        assert _get(cluster, "pvc", "cli-ws") is not None
+        assert cluster.get_object("pvc", "cli-ws") is not None
     finally:
         deleted = kx(cluster, "workspace", "delete", "cli-ws", "--wait", "-o", "json")
     assert deleted.returncode == 0, deleted.stderr
     assert json.loads(deleted.stdout) == {"deleted": ["cli-ws"], "not_found": []}
-    assert _get(cluster, "pvc", "cli-ws") is None
-    _wait_gone(cluster, "pv", volume)
+    assert cluster.get_object("pvc", "cli-ws") is None
+    cluster.wait_gone("pv", volume)
 
 
 def test_static_workspace_and_its_volume_go_together(cluster: Cluster) -> None:
@@ -103,14 +84,14 @@ def test_static_workspace_and_its_volume_go_together(cluster: Cluster) -> None:
     )
     assert made.returncode == 0, made.stderr
     volume = json.loads(made.stdout)["volume_name"]
-    pv = _get(cluster, "pv", volume)
+    pv = cluster.get_object("pv", volume)
     assert pv is not None and pv["spec"]["hostPath"]["path"] == path
     listed = json.loads(kx(cluster, "workspace", "list", "-o", "json").stdout)
     assert next(w for w in listed if w["name"] == "cli-static")["static_volume"] == volume
     deleted = kx(cluster, "workspace", "delete", "cli-static")
     assert deleted.returncode == 0 and "deleted workspace cli-static" in deleted.stdout
-    _wait_gone(cluster, "pvc", "cli-static")
-    _wait_gone(cluster, "pv", volume)
+    cluster.wait_gone("pvc", "cli-static")
+    cluster.wait_gone("pv", volume)
 
 
 def test_a_workspace_nothing_binds_exits_125_naming_the_class(cluster: Cluster) -> None:
@@ -127,7 +108,7 @@ def test_a_workspace_nothing_binds_exits_125_naming_the_class(cluster: Cluster) 
     assert done.returncode == 125
     assert 'storage class "no-provisioner"' in done.stderr and "no provisioner bound it" in done.stderr
     assert "ProvisioningFailed" in done.stderr
-    _wait_gone(cluster, "pvc", "cli-never")
+    cluster.wait_gone("pvc", "cli-never")
 
 
 def test_delete_refuses_a_claim_the_tool_did_not_make(cluster: Cluster) -> None:
@@ -141,7 +122,7 @@ def test_delete_refuses_a_claim_the_tool_did_not_make(cluster: Cluster) -> None:
     try:
         done = kx(cluster, "workspace", "delete", "cli-theirs")
         assert done.returncode == 125 and "not made by kubectl-executor" in done.stderr
-        assert _get(cluster, "pvc", "cli-theirs") is not None
+        assert cluster.get_object("pvc", "cli-theirs") is not None
         missing = kx(cluster, "workspace", "delete", "cli-ghost")
         assert missing.returncode == 0 and "workspace cli-ghost not found" in missing.stderr
     finally:

@@ -19,7 +19,6 @@ import os
 import secrets
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,21 +49,6 @@ RBAC_DENIAL = (
     'pods{name} is forbidden: User "system:serviceaccount:ci:agent" cannot {verb} resource "{resource}" '
     'in API group "" in the namespace "{ns}"'
 )
-
-
-@pytest.fixture
-def emulator(cluster: Cluster) -> Iterator[Any]:
-    if cluster.emulator is None:
-        pytest.skip("fault injection needs the local emulator (KX_TEST_CONTEXT points at a real cluster)")
-    cluster.emulator.faults.clear()
-    yield cluster.emulator
-    cluster.emulator.faults.clear()
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    """Every wait the library's retry policy asked for (recorded, never slept)."""
-    return []
 
 
 @pytest.fixture

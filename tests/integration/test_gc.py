@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from kx_cluster import Cluster, ExecutorFactory
 
-from kubectl_executor import ClusterAccess, Kubectl
+from kubectl_executor import Kubectl
 from kubectl_executor.gc import collect_garbage
 
 pytestmark = pytest.mark.integration
@@ -38,14 +38,7 @@ executor.execute_code_blocks([CodeBlock(block, "python")], on_output=on_output)
 
 @pytest.fixture
 def kubectl(cluster: Cluster) -> Iterator[Kubectl]:
-    k = Kubectl(
-        ClusterAccess(
-            kubectl=cluster.kubectl,
-            kubeconfig=cluster.kubeconfig,
-            context=cluster.context,
-            namespace=cluster.namespace,
-        )
-    )
+    k = cluster.library_kubectl()
     yield k
     k.close()
 

@@ -40,20 +40,6 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture
-def emulator(cluster: Cluster) -> Iterator[Any]:
-    if cluster.emulator is None:
-        pytest.skip("needs the local emulator (its URL, faults or a proxy in front of it)")
-    cluster.emulator.faults.clear()
-    yield cluster.emulator
-    cluster.emulator.faults.clear()
-
-
-@pytest.fixture
-def waits() -> list[float]:
-    return []
-
-
-@pytest.fixture
 def policy(waits: list[float]) -> RetryPolicy:
     return RetryPolicy(attempts=3, initial_wait=0.01, max_wait=0.05, sleep=waits.append)
 

@@ -24,10 +24,8 @@ import pytest
 from kx_cluster import Cluster
 
 from kubectl_executor import (
-    ClusterAccess,
     CodeBlock,
     ConflictError,
-    Kubectl,
     KubernetesCommandLineCodeExecutor,
     PVCValidationResult,
 )
@@ -40,16 +38,6 @@ pytestmark = pytest.mark.integration
 
 WorkspaceFactory = Callable[..., WorkspaceVolume]
 ALL_BYTES = bytes(range(256)) * 17
-
-
-def _get(cluster: Cluster, kind: str, name: str) -> dict[str, Any] | None:
-    ns = [] if kind == "pv" else ["-n", cluster.namespace]
-    done = cluster.run("get", kind, name, *ns, "-o", "json", check=False)
-    if done.returncode != 0:
-        assert b"NotFound" in done.stderr, done.stderr
-        return None
-    found: dict[str, Any] = json.loads(done.stdout)
-    return None if found["metadata"].get("deletionTimestamp") else found
 
 
 def _claims(cluster: Cluster) -> list[str]:
@@ -67,13 +55,6 @@ def _apply(cluster: Cluster, obj: dict[str, Any]) -> None:
 def _user_claim(name: str, **spec: Any) -> dict[str, Any]:
     body = {"accessModes": ["ReadWriteMany"], "resources": {"requests": {"storage": "1Gi"}}, **spec}
     return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": {"name": name}, "spec": body}
-
-
-def _wait_gone(cluster: Cluster, kind: str, name: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while _get(cluster, kind, name) is not None:
-        assert time.monotonic() < deadline, f"{kind} {name} still there after {timeout}s"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -141,8 +122,8 @@ def test_two_executors_share_the_claims_files(
     volume = result.volume_name
     ws.stop()  # stops its executors, then deletes the claim; the class reclaims the volume
     assert {p["metadata"]["name"] for p in cluster.pods()}.isdisjoint(pods)
-    _wait_gone(cluster, "pvc", ws.name)
-    _wait_gone(cluster, "pv", volume)
+    cluster.wait_gone("pvc", ws.name)
+    cluster.wait_gone("pv", volume)
     ws.stop()  # idempotent
 
 
@@ -156,14 +137,14 @@ def test_an_existing_claim_is_used_and_never_deleted(
         with ws.executor(image=cluster.image) as ex:
             ex.upload_file_content("kept.txt", "still here")
         ws.stop()
-        claim = _get(cluster, "pvc", "team-data")
+        claim = cluster.get_object("pvc", "team-data")
         assert claim is not None and claim["status"]["phase"] == "Bound"
         # its data survived too: a new workspace on the same claim reads it
         again = workspace_factory("team-data", manage=False)
         with again.executor(image=cluster.image) as ex:
             assert _sh(ex, "cat kept.txt") == "still here"
         again.stop()
-        assert _get(cluster, "pvc", "team-data") is not None
+        assert cluster.get_object("pvc", "team-data") is not None
     finally:
         cluster.run("delete", "pvc", "team-data", "-n", cluster.namespace, "--wait=false")
 
@@ -175,7 +156,7 @@ def test_a_name_taken_by_someone_elses_claim_is_refused_and_left_alone(
     try:
         with pytest.raises(ConflictError, match=r"already exists and is not ours.*existing\('not-ours'\)"):
             workspace_factory("not-ours")
-        claim = _get(cluster, "pvc", "not-ours")
+        claim = cluster.get_object("pvc", "not-ours")
         assert claim is not None and MANAGED_BY_LABEL not in (claim["metadata"].get("labels") or {})
     finally:
         cluster.run("delete", "pvc", "not-ours", "-n", cluster.namespace, "--wait=false")
@@ -194,7 +175,7 @@ def test_a_claim_no_provisioner_binds_fails_in_time_with_the_clusters_reason(
     assert 'storage class "no-provisioner"' in text and "no provisioner bound it within" in text
     assert any("ProvisioningFailed" in e and "kubernetes.io/no-provisioner" in e for e in err.events)
     assert isinstance(err, TimeoutError)
-    _wait_gone(cluster, "pvc", "never-bound")  # what it created is deleted on the failure
+    cluster.wait_gone("pvc", "never-bound")  # what it created is deleted on the failure
 
 
 def test_a_missing_storage_class_fails_fast(workspace_factory: WorkspaceFactory, cluster: Cluster) -> None:
@@ -211,7 +192,7 @@ def test_a_static_host_path_volume_pinned_to_the_node(
     path = f"/srv/kx-tests/{cluster.namespace}/static"
     ws = workspace_factory(size="500Mi", host_path=path, node="emulator-node", access_mode="ReadWriteOnce")
     assert ws.volume_name is not None and ws.result is not None
-    pv = _get(cluster, "pv", ws.volume_name)
+    pv = cluster.get_object("pv", ws.volume_name)
     assert pv is not None
     assert pv["spec"]["hostPath"]["path"] == path
     assert (
@@ -229,8 +210,8 @@ def test_a_static_host_path_volume_pinned_to_the_node(
     assert _sh(b, "cat x.txt") == "static"
     volume = ws.volume_name
     ws.stop()
-    _wait_gone(cluster, "pvc", ws.name)
-    _wait_gone(cluster, "pv", volume)
+    cluster.wait_gone("pvc", ws.name)
+    cluster.wait_gone("pv", volume)
 
 
 def test_stop_deletes_only_what_it_created(workspace_factory: WorkspaceFactory, cluster: Cluster) -> None:
@@ -241,10 +222,10 @@ def test_stop_deletes_only_what_it_created(workspace_factory: WorkspaceFactory, 
         assert ws.result is not None and ws.result.volume_name
         dynamic = ws.result.volume_name
         ws.stop()
-        _wait_gone(cluster, "pvc", ws.name)
-        _wait_gone(cluster, "pv", dynamic)
-        assert _get(cluster, "pvc", "bystander") is not None
-        assert _get(cluster, "pvc", other.name) is not None  # another workspace is not ours to delete
+        cluster.wait_gone("pvc", ws.name)
+        cluster.wait_gone("pv", dynamic)
+        assert cluster.get_object("pvc", "bystander") is not None
+        assert cluster.get_object("pvc", other.name) is not None  # another workspace is not ours to delete
     finally:
         cluster.run("delete", "pvc", "bystander", "-n", cluster.namespace, "--wait=false")
 
@@ -309,14 +290,7 @@ def test_a_sigkilled_owners_workspace_is_collected_by_gc(cluster: Cluster) -> No
         env={**os.environ, **cluster.env},
         start_new_session=True,
     )
-    kubectl = Kubectl(
-        ClusterAccess(
-            kubectl=cluster.kubectl,
-            kubeconfig=cluster.kubeconfig,
-            context=cluster.context,
-            namespace=cluster.namespace,
-        )
-    )
+    kubectl = cluster.library_kubectl()
     try:
         assert child.stdout is not None
         line = child.stdout.readline().split()
@@ -324,16 +298,16 @@ def test_a_sigkilled_owners_workspace_is_collected_by_gc(cluster: Cluster) -> No
         claim, volume, session, pod, pod_session = line
         os.killpg(child.pid, signal.SIGKILL)  # no stop(), no atexit: only gc can clean up now
         child.wait()
-        assert _get(cluster, "pvc", claim) is not None and _get(cluster, "pv", volume) is not None
+        assert cluster.get_object("pvc", claim) is not None and cluster.get_object("pv", volume) is not None
 
         assert collect_garbage(kubectl, session=session) == []  # volumes are opt-in: they hold data
-        assert _get(cluster, "pvc", claim) is not None
+        assert cluster.get_object("pvc", claim) is not None
         pods = collect_garbage(kubectl, session=pod_session, include_volumes=True)
         assert [(c.kind, c.name, c.deleted) for c in pods] == [("pod", pod, True)]
         done = collect_garbage(kubectl, session=session, include_volumes=True)
         assert [(c.kind, c.name, c.reason, c.deleted) for c in done] == [("pvc", claim, "owner-gone", True)]
-        _wait_gone(cluster, "pvc", claim)
-        _wait_gone(cluster, "pv", volume)  # the static volume made for it goes along
+        cluster.wait_gone("pvc", claim)
+        cluster.wait_gone("pv", volume)  # the static volume made for it goes along
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(child.pid, signal.SIGKILL)
