@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor  # noqa: E402
 from kubectl_executor.pool import WarmPool  # noqa: E402
-from kubectl_executor.protocol import PY_END, RUN_PY, RUN_SCRIPT, RunRequest, exec_args  # noqa: E402
+from kubectl_executor.protocol import RUN_SCRIPT, RUNNER_PREFIX, RunRequest, exec_args  # noqa: E402
 
 NAMESPACE = "kx-bench"
 IMAGE = "python:3-slim"
@@ -236,7 +236,7 @@ class Bench:
                 ) -> None:
                     nonce = request.split(b" ", 2)[1].decode()
                     if python:  # what the executor runs: the launcher, run.py on stdin
-                        args, stdin = exec_args(pod, "executor", nonce), RUN_PY + PY_END + request
+                        args, stdin = exec_args(pod, "executor", nonce), RUNNER_PREFIX + request
                     else:
                         args, stdin = (
                             ["exec", "-i", pod, "-c", "executor", "--", "sh", "-c", RUN_SCRIPT],

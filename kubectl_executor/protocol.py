@@ -39,6 +39,7 @@ def _sent_form(script: str) -> str:
 RUN_SCRIPT = _sent_form(pod_file("run.sh").decode())
 RUN_PY = pod_file("run.py")
 PY_END = b"\n__KX_PY_END__\n"
+RUNNER_PREFIX = RUN_PY + PY_END  # what the exec's stdin starts with, before the request
 # Arguments: $1 nonce, $2 LOADER, $3 run.sh. stdin: run.py, PY_END, then the request. run.py
 # starts no helper processes, so it runs whenever the image has python3; it travels on stdin
 # because a URL (where kubectl puts the command) of over 8 KiB is refused by some proxies. KX_RUN
@@ -130,7 +131,7 @@ def exec_args(pod: str, container: str, nonce: str) -> list[str]:
 
 def exec_input(request: RunRequest) -> bytes:
     """The exec's stdin: the Python runner, then the request."""
-    return RUN_PY + PY_END + request.encode()
+    return RUNNER_PREFIX + request.encode()
 
 
 def _check_nonce(nonce: str) -> None:

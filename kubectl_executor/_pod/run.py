@@ -156,12 +156,6 @@ class Output(object):
 # -- processes -----------------------------------------------------------------------------
 
 
-def stat_fields(pid):
-    with open("/proc/%s/stat" % pid, "rb") as fh:
-        stat = fh.read()
-    return stat[stat.rindex(b")") + 2 :].split()
-
-
 def kill_marked(nonce):
     """Kill what carries KX_RUN=<nonce> in its environment (escaped the group with setsid)."""
     mark = ("KX_RUN=%s\0" % nonce).encode()

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_executor.manifest import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
-from kubectl_executor.protocol import LAUNCH, LOADER, PY_END, RUN_PY, RUN_SCRIPT
+from kubectl_executor.protocol import LAUNCH, LOADER, PY_END, RUN_SCRIPT, RUNNER_PREFIX
 from kubectl_executor.runner import Completed, Sink, StdinData
 
 # ---------------------------------------------------------------------------------------------
@@ -444,7 +444,7 @@ def run_sh_locally(
     nonce = head[1].decode() if len(head) > 1 and head[1].isalnum() else "0"
     return subprocess.run(
         ["/bin/sh", "-c", LAUNCH, "kx", nonce, LOADER, RUN_SCRIPT],
-        input=RUN_PY + PY_END + request_bytes,
+        input=RUNNER_PREFIX + request_bytes,
         capture_output=True,
         env={**base, **(env or {})},
         timeout=timeout,

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from kx_fakes import Collected, run_sh_locally
 
-from kubectl_executor.protocol import LOG_DIR, MarkerFilter, Outcome, RunRequest
+from kubectl_executor.protocol import LOG_DIR, MarkerFilter, Outcome, RunRequest, exec_input
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("timeout") and shutil.which("python3") and os.path.exists("/bin/sh")),
@@ -475,7 +475,7 @@ def test_a_block_does_not_outlive_its_client(work: Path, tmp_path: Path, impleme
     cannot notice until the block writes, still stops it at its deadline."""
     import subprocess
 
-    from kx_fakes import LAUNCH, LOADER, PY_END, RUN_PY, RUN_SCRIPT, path_without_python3
+    from kx_fakes import LAUNCH, LOADER, RUN_SCRIPT, path_without_python3
 
     pidfile = tmp_path / "block.pid"
     deadline = 60 if implementation == "run.py" else 3
@@ -490,7 +490,7 @@ def test_a_block_does_not_outlive_its_client(work: Path, tmp_path: Path, impleme
         env={"PATH": path, "LANG": "C.UTF-8", "HOME": "/nonexistent"},
     )
     assert proc.stdin is not None and proc.stdout is not None
-    proc.stdin.write(RUN_PY + PY_END + request.encode())
+    proc.stdin.write(exec_input(request))
     proc.stdin.close()
     seen = b""
     while b"up\n" not in seen:
