@@ -126,10 +126,6 @@ def _stderr_is_tty() -> bool:
 # -- shared options -------------------------------------------------------------------------------
 
 
-def _env_help(field: str, text: str) -> str:
-    return f"{text}  [env: {Settings.env_name(field)}]"
-
-
 def _option(*decls: str, field: str, help: str, **kw: Any) -> Callable[[F], F]:
     return click.option(*decls, envvar=Settings.env_name(field), help=help, **kw)
 

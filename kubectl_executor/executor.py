@@ -185,7 +185,6 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._cancelled = False
         self._extra_env: dict[str, str] = {}
         self._created = False  # True while a pod that WE created exists
-        self._reused = False
         self._pod: Pod | None = None
         from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
 
@@ -297,7 +296,6 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 state = pod.status.phase if pod else "not found"
                 raise PodStartError(self._pod_name, "NotReady", f"cannot attach: pod is {state}")
             self._pod = pod
-            self._reused = True
             self._extra_env = {**self._env, **self._extra_env}
             return
         if self._pool is not None:
@@ -310,7 +308,6 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             if found is not None:
                 self._pod = found
                 self._pod_name = found.metadata.name
-                self._reused = True
                 # Container env of a reused pod is not ours: send ours with every run.
                 self._extra_env = {**self._env, **self._extra_env}
                 logger.info("reusing pod %s", self._pod_name)
@@ -364,7 +361,6 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             )
         self._created = False
         self._pod = None
-        self._reused = False
         if self._fixed_name is None:
             self._pod_name = generate_pod_name()
             self._pod_options = self._pod_options.model_copy(update={"name": self._pod_name})

@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
+from .errors import InvalidInputError
 from .kubectl import Kubectl
 from .manifest import (
     CREATED_AT_LABEL,
@@ -247,7 +248,7 @@ def collect_garbage(
     ``include_volumes``: also the claims of shared workspaces (``kind="pvc"``, by the same rules;
     a claim never "finishes"), with the static volumes made for them. Opt-in: it deletes data."""
     if older_than is not None and older_than < 0:
-        raise ValueError("older_than must be >= 0 seconds")
+        raise InvalidInputError(f"older_than must be >= 0 seconds, got {older_than!r}")
     policy = GcPolicy(
         now=time.time(),
         host=host or socket.gethostname(),

@@ -193,11 +193,15 @@ class ObjectWatch:
             on_stderr=self.stderr.append,
         )
         try:
-            while not self.decided.wait(min(max(deadline - time.monotonic(), 0), 0.5)):
+            while True:
+                # A watch that ended (the server closed it, or kubectl failed) is seen at once:
+                # wait() drains its output first, so a decision in its last lines counts.
                 code = proc.wait(0)
+                if self.decided.is_set():
+                    return 0
                 if code is not None or time.monotonic() >= deadline:
                     return code
-            return 0
+                self.decided.wait(min(max(deadline - time.monotonic(), 0), 0.5))
         finally:
             proc.kill()
 

@@ -1,8 +1,9 @@
 """Retry policies, named for what they protect. Only repeatable work is ever retried.
 
-* :func:`retry_safe` -- reads, apply, delete, wait: the call can be repeated without harm.
+* :func:`call_with_retry` with the default ``retry_on`` (:class:`~kubectl_executor.errors.TransientError`)
+  -- reads, apply, delete, wait: the call can be repeated without harm.
 * The exec path retries only :class:`~kubectl_executor.errors.ExecNotStartedError` (the code
-  provably never reached the pod); it uses the same policy object with that narrower predicate.
+  provably never reached the pod): the same function and policy with that narrower ``retry_on``.
 
 Both are bounded in attempts and total time, jittered, honour a server's Retry-After, and take
 their ``sleep`` from the policy so tests run instantly.

@@ -38,11 +38,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 
 
 @pytest.fixture
-def wired(mocker: MockerFixture, fake_runner: FakeRunner, fake_kubectl: str) -> FakeRunner:
-    """Every kubectl the CLI starts goes to the fake runner; the fake binary is found via the env."""
+def wired(
+    mocker: MockerFixture, fake_runner: FakeRunner, fake_kubectl: str, monkeypatch: pytest.MonkeyPatch
+) -> FakeRunner:
+    """Every kubectl the CLI starts goes to the fake runner; the fake binary is found via the env
+    (set through monkeypatch, so that it does not leak into later tests)."""
     mocker.patch.object(cli, "_runner", return_value=fake_runner)
     mocker.patch.object(cli, "_stderr_is_tty", return_value=False)
-    os.environ[ENV_PREFIX + "KUBECTL"] = fake_kubectl
+    monkeypatch.setenv(ENV_PREFIX + "KUBECTL", fake_kubectl)
     return fake_runner
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from kx_fakes import FakeRunner, pod_json
 
+from kubectl_executor.errors import InvalidInputError
 from kubectl_executor.gc import (
     LIFETIME_LABEL,
     LONG_LIVED,
@@ -252,5 +253,5 @@ def test_all_namespaces_lists_everywhere_and_deletes_per_namespace(
 
 
 def test_negative_ttl_is_refused(make_kubectl: Callable[..., Kubectl]) -> None:
-    with pytest.raises(ValueError, match="older_than"):
+    with pytest.raises(InvalidInputError, match="older_than"):
         gc_on_fake(make_kubectl, older_than=-1)

@@ -186,7 +186,13 @@ class FakeStorage:
                 msg = f'Error from server (NotFound): persistentvolumeclaims "{args[2]}" not found\n'
                 proc.emit(ExecReply(stderr=msg.encode(), returncode=1))
             else:
-                proc.emit(ExecReply(json.dumps(found).encode(), hang=True))
+                # The watch shows the claim as it is, then its round ends (as when the server closes
+                # a watch): the waiter reads the events at once instead of waiting out a round.
+                proc.emit(
+                    ExecReply(
+                        json.dumps(found).encode(), hang=bool(found.get("status", {}).get("phase") == "Bound")
+                    )
+                )
         return proc
 
     def on_run(self, call: RunCall) -> Completed | None:
