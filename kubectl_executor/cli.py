@@ -30,6 +30,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 import pydantic
 
 from . import __version__
+from .dispatcher import TOOL_RUNNER_FILE
 from .errors import (
     ForbiddenError,
     InvalidInputError,
@@ -38,7 +39,7 @@ from .errors import (
     OutcomeUnknownError,
     TransferError,
 )
-from .executor import TIMEOUT_NOTE, KubernetesCommandLineCodeExecutor
+from .executor import KubernetesCommandLineCodeExecutor
 from .gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, collect_garbage, pod_created_at, selector
 from .kubectl import ClusterAccess, Kubectl
 from .manifest import (
@@ -52,6 +53,7 @@ from .manifest import (
 )
 from .models import Pod
 from .pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
+from .protocol import TIMEOUT_NOTE
 from .results import CodeBlock, CommandLineCodeResult, infer_language
 from .runner import Runner
 from .settings import ENV_PREFIX, Settings, load_settings
@@ -617,7 +619,6 @@ def call(
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
-TOOL_RUNNER_FILE = ".kx-tool-runner.py"
 
 _REMOTE = re.compile(r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?):(.*)$")
 

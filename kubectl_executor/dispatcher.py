@@ -17,13 +17,12 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Callable
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
 from .kubectl import Kubectl
-from .protocol import RunRequest, pod_file
+from .protocol import TIMEOUT_NOTE, OutputCallback, RunRequest, pod_file
 from .transfer import pod_relative
 
 if TYPE_CHECKING:
@@ -35,12 +34,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 TOOL_RUNNER = pod_file("tool_runner.py").decode()
+TOOL_RUNNER_FILE = ".kx-tool-runner.py"
+"""Where the CLI and the MCP server install the tool runner in the work_dir (a dot-name: uploads skip it)."""
 _DEFAULT_MODULE_LINE = 'DEFAULT_MODULE = "robin_user"\n'
 
-TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
 _MODULE = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*$", re.ASCII)
-
-OutputCallback = Callable[[str, bytes], None]
 
 
 def parse_arguments(arguments: dict[str, Any] | str) -> dict[str, Any]:

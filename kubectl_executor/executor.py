@@ -14,7 +14,7 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -48,9 +48,11 @@ from .manifest import (
 )
 from .pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
 from .protocol import (
+    TIMEOUT_NOTE,
     FrameSplitter,
     MarkerFilter,
     OutputBudget,
+    OutputCallback,
     RunRequest,
     exec_args,
     exec_input,
@@ -70,10 +72,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-OutputCallback = Callable[[str, bytes], None]
-"""Receives ("stdout" | "stderr", chunk) as the code produces output."""
-
-TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
 BASHRC_BEGIN = "# >>> kubectl-executor env >>>"
 BASHRC_END = "# <<< kubectl-executor env <<<"
 

@@ -13,11 +13,21 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from .errors import InvalidInputError
 from .manifest import validate_env_name, validate_env_value
 from .runner import Sink
+
+LOG_DIR = "/tmp/kx-logs"
+"""Where the in-pod runner keeps full logs, pid files and its compiled cache (the _pod scripts
+say the same path: they are shipped as they are, so they cannot import it)."""
+
+OutputCallback = Callable[[str, bytes], None]
+"""Receives ("stdout" | "stderr", chunk) as the code produces output."""
+
+TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
 
 
 def pod_file(name: str) -> bytes:
@@ -53,7 +63,7 @@ LAUNCH = (
 # Compiling run.py takes longer than all the rest it does for print(1), so the first run in a pod
 # keeps the code object (marshal, per interpreter version) and later runs load it. The key is
 # run.py's hash: a new version of this library never loads an old runner.
-RUN_PY_CACHE = f"/tmp/kx-logs/.run-{hashlib.sha256(RUN_PY).hexdigest()[:20]}."  # + cache tag
+RUN_PY_CACHE = f"{LOG_DIR}/.run-{hashlib.sha256(RUN_PY).hexdigest()[:20]}."  # + cache tag
 LOADER = """# kubectl-executor in-pod runner: run.py comes on stdin, compiled once per pod
 import marshal, os, sys
 chunks = []
@@ -81,7 +91,6 @@ except Exception:
 del source, cached
 exec(code)
 """.replace("PY_END", repr(PY_END)).replace("CACHE", RUN_PY_CACHE)
-LOG_DIR = "/tmp/kx-logs"
 
 
 def new_nonce() -> str:
@@ -145,7 +154,7 @@ def kill_args(pod: str, container: str, nonce: str, work_dir: str) -> list[str]:
     runner could write. run.py carries the mark itself and is spared: it reports the kill."""
     _check_nonce(nonce)
     script = (
-        's=; for d in /tmp/kx-logs "${HOME:-/nonexistent}/.kx-logs" "$2/.kx-logs"; do '
+        f's=; for d in {LOG_DIR} "${{HOME:-/nonexistent}}/.kx-logs" "$2/.kx-logs"; do '
         'p=; { read -r p s <"$d/$1.pid"; } 2>/dev/null; [ -n "$p" ] && kill -s KILL -- "-$p" 2>/dev/null; done; '
         'for e in $(grep -l -s -a "KX_RUN=$1" /proc/[0-9]*/environ 2>/dev/null); do '
         'e=${e#/proc/}; e=${e%/environ}; [ "$e" = "$s" ] || kill -s KILL "$e" 2>/dev/null; done; true'

@@ -35,10 +35,10 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidInputError, KubectlError, KubectlExecutorError, OutcomeUnknownError, TransientError
-from .executor import ExecResult, OutputCallback
+from .executor import ExecResult
 from .kubectl import Kubectl, classify_failure, redact
 from .manifest import CONTAINER, validate_dns_label
-from .protocol import LOG_DIR, OutputBudget, RunRequest, kill_args, new_nonce, pod_file
+from .protocol import LOG_DIR, OutputBudget, OutputCallback, RunRequest, kill_args, new_nonce, pod_file
 from .retry import call_with_retry
 from .runner import Process
 
@@ -100,7 +100,7 @@ g["main"](sid, source.decode())
 
 # Kills what a session's agents left running, by the session's pid file (start times checked).
 REAP = r"""
-f="/tmp/kx-logs/session-$1.pids"
+f="LOG_DIR/session-$1.pids"
 [ -f "$f" ] || exit 0
 while read -r kind pid st; do
   now=$(sed 's/^.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20)
@@ -108,7 +108,7 @@ while read -r kind pid st; do
   if [ "$kind" = group ]; then kill -s KILL -- "-$pid" 2>/dev/null; else kill -s KILL "$pid" 2>/dev/null; fi
 done <"$f"
 rm -f "$f"
-"""
+""".replace("LOG_DIR", LOG_DIR)
 
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
 
