@@ -22,14 +22,13 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidInputError
 from .kubectl import Kubectl
-from .protocol import TIMEOUT_NOTE, OutputCallback, RunRequest, pod_file
+from .protocol import TIMEOUT_NOTE, ExecResult, OutputCallback, RunRequest, pod_file
 from .transfer import pod_relative
 
 if TYPE_CHECKING:
     from .boundary import ToolCallResult as ToolCallResult
     from .boundary import ToolCommandLineCodeResult as ToolCommandLineCodeResult
     from .boundary import ToolError as ToolError
-    from .executor import ExecResult
 
 logger = logging.getLogger(__name__)
 

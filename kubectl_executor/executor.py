@@ -49,6 +49,7 @@ from .manifest import (
 from .pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
 from .protocol import (
     TIMEOUT_NOTE,
+    ExecResult,
     FrameSplitter,
     MarkerFilter,
     OutputBudget,
@@ -74,28 +75,6 @@ logger = logging.getLogger(__name__)
 
 BASHRC_BEGIN = "# >>> kubectl-executor env >>>"
 BASHRC_END = "# <<< kubectl-executor env <<<"
-
-
-class ExecResult:
-    """What one run in the pod produced (internal; blocks map it to the public result)."""
-
-    def __init__(
-        self,
-        exit_code: int,
-        stdout: bytes,
-        stderr: bytes,
-        timed_out: bool,
-        truncated: bool,
-        log_files: list[str],
-        frame: bytes | None = None,
-    ) -> None:
-        self.frame = frame  # a tool call's structured result frame, if the runner wrote one
-        self.exit_code = exit_code
-        self.stdout = stdout
-        self.stderr = stderr
-        self.timed_out = timed_out
-        self.truncated = truncated
-        self.log_files = log_files
 
 
 class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
@@ -464,7 +443,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             stderrs.append(err)
             logs.extend(result.log_files)
             truncated = truncated or result.truncated
-            state_lost = state_lost or bool(getattr(result, "state_lost", False))
+            state_lost = state_lost or result.state_lost
             exit_code = result.exit_code
             if result.timed_out:
                 timed_out = True

@@ -68,7 +68,7 @@ from .transfer import TransferLimits, pod_relative
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from .executor import ExecResult
+    from .protocol import ExecResult
     from .pool import WarmPool
 
 logger = logging.getLogger(__name__)

@@ -93,6 +93,21 @@ exec(code)
 """.replace("PY_END", repr(PY_END)).replace("CACHE", RUN_PY_CACHE)
 
 
+@dataclass
+class ExecResult:
+    """What one run in the pod produced (internal; blocks map it to the public result). Every
+    way of running (stateless exec, session, stateful kernel) returns one."""
+
+    exit_code: int
+    stdout: bytes
+    stderr: bytes
+    timed_out: bool
+    truncated: bool
+    log_files: list[str]
+    frame: bytes | None = None  # a tool call's structured result frame, if the runner wrote one
+    state_lost: bool = False  # a stateful session had to restart its interpreter
+
+
 def new_nonce() -> str:
     return secrets.token_hex(12)
 

@@ -35,10 +35,18 @@ from collections.abc import Callable
 from typing import Any
 
 from .errors import InvalidInputError, KubectlError, KubectlExecutorError, OutcomeUnknownError, TransientError
-from .executor import ExecResult
 from .kubectl import Kubectl, classify_failure, redact
 from .manifest import CONTAINER, validate_dns_label
-from .protocol import LOG_DIR, OutputBudget, OutputCallback, RunRequest, kill_args, new_nonce, pod_file
+from .protocol import (
+    LOG_DIR,
+    ExecResult,
+    OutputBudget,
+    OutputCallback,
+    RunRequest,
+    kill_args,
+    new_nonce,
+    pod_file,
+)
 from .retry import call_with_retry
 from .runner import Process
 
@@ -111,14 +119,6 @@ rm -f "$f"
 """.replace("LOG_DIR", LOG_DIR)
 
 _HEX = re.compile(r"^[0-9a-f]{1,64}$")
-
-
-class SessionResult(ExecResult):
-    """An :class:`ExecResult` that can also say the interpreter (and its state) was lost."""
-
-    def __init__(self, *args: Any, state_lost: bool = False, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.state_lost = state_lost
 
 
 class _Pending:
@@ -292,7 +292,7 @@ class Session:
     """A persistent channel to one pod. Blocks run one at a time; each costs no kubectl start.
 
     ``stateful=True`` runs Python blocks in one persistent interpreter (variables, imports and
-    definitions survive between blocks). Results are :class:`SessionResult`.
+    definitions survive between blocks). Results are :class:`~kubectl_executor.protocol.ExecResult` (``state_lost`` set when the interpreter restarted).
     """
 
     def __init__(
@@ -391,7 +391,7 @@ class Session:
             self._kernel_lost = True
             self._kernel_used = False
 
-    def run(self, request: RunRequest, on_output: OutputCallback | None = None) -> SessionResult:
+    def run(self, request: RunRequest, on_output: OutputCallback | None = None) -> ExecResult:
         """Run one block. Its exit is data; a lost channel raises OutcomeUnknownError."""
         with self._lock:
             if self.stateful and request.runner == "python":
@@ -477,7 +477,7 @@ class Session:
         except KubectlExecutorError as exc:
             logger.warning("session to pod %s could not reconnect: %s", self.pod, exc)
 
-    def _result(self, request: RunRequest, pending: _Pending) -> SessionResult:
+    def _result(self, request: RunRequest, pending: _Pending) -> ExecResult:
         x = pending.exit or {}
         base = f"{x.get('log_dir') or LOG_DIR}/{request.nonce}"
         note = f"full output in the pod at {base}.*"
@@ -489,7 +489,7 @@ class Session:
         stderr = pending.err.value(note)
         if state_lost:
             stderr += STATE_LOST_NOTE.encode()
-        return SessionResult(
+        return ExecResult(
             int(x.get("exit_code", 1)),
             pending.out.value(note),
             stderr,

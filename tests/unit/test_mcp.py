@@ -36,7 +36,6 @@ from kubectl_executor.errors import (
     RemoteNotFoundError,
     TransferError,
 )
-from kubectl_executor.executor import ExecResult
 from kubectl_executor.languages import DEFAULT_EXECUTION_POLICIES
 from kubectl_executor.mcp_server import (
     KubectlExecutorMcp,
@@ -45,7 +44,7 @@ from kubectl_executor.mcp_server import (
     Workspace,
     parse_listing,
 )
-from kubectl_executor.protocol import OutputBudget, RunRequest
+from kubectl_executor.protocol import ExecResult, OutputBudget, RunRequest
 from kubectl_executor.transfer import TransferLimits, pod_relative
 
 pytestmark = pytest.mark.anyio

@@ -21,10 +21,10 @@ import pytest
 
 from kubectl_executor.errors import OutcomeUnknownError
 from kubectl_executor.kubectl import ClusterAccess, Kubectl
-from kubectl_executor.protocol import RunRequest
+from kubectl_executor.protocol import ExecResult, RunRequest
 from kubectl_executor.retry import RetryPolicy
 from kubectl_executor.runner import Completed, ShRunner, Sink, StdinData
-from kubectl_executor.session import STATE_LOST_NOTE, Session, SessionResult
+from kubectl_executor.session import STATE_LOST_NOTE, Session
 
 FRAME = struct.Struct(">cI")  # written out here on purpose: a protocol change must show in the tests
 
@@ -253,7 +253,7 @@ def test_stateful_python_keeps_variables_imports_and_definitions(
     exited = session.run(request(workdir, "import sys\nx = 7\nsys.exit(5)"))
     assert exited.exit_code == 5
     assert session.run(request(workdir, "print(x)")).stdout == b"7\n"
-    assert isinstance(exited, SessionResult) and not exited.state_lost
+    assert isinstance(exited, ExecResult) and not exited.state_lost
     assert len(local_runner.spawned) == 1
 
 
