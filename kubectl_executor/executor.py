@@ -31,10 +31,12 @@ from .errors import (
 from .kubectl import Kubectl, classify_failure
 from .languages import (
     DEFAULT_EXECUTION_POLICIES,
+    LANGUAGES,
     code_filename,
-    quiet_pip,
     resolve_language,
+    seed_language,
     should_execute,
+    silence_pip,
     validate_relative_path,
 )
 from .manifest import (
@@ -74,6 +76,11 @@ OutputCallback = Callable[[str, bytes], None]
 """Receives ("stdout" | "stderr", chunk) as the code produces output."""
 
 TIMEOUT_NOTE = "Timeout: the code ran longer than {timeout:g}s and was stopped."
+# After the seed's "Unsupported language <lang>": what is supported.
+UNSUPPORTED_DETAIL = (
+    f" (runs {', '.join(n for n, lang in LANGUAGES.items() if lang.runner)};"
+    f" saves only {', '.join(n for n, lang in LANGUAGES.items() if not lang.runner)})"
+)
 BASHRC_BEGIN = "# >>> kubectl-executor env >>>"
 BASHRC_END = "# <<< kubectl-executor env <<<"
 
@@ -151,7 +158,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         pool: WarmPool | None = None,
     ) -> None:
         if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 1:
-            raise InvalidInputError("timeout must be a number of seconds >= 1")
+            raise InvalidInputError(
+                f"Timeout must be greater than or equal to 1. (timeout is in seconds; got {timeout!r})"
+            )
         if startup_timeout <= 0:
             raise InvalidInputError("startup_timeout must be > 0")
         if max_output_bytes < 1024:
@@ -254,7 +263,15 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     @property
     def execution_policies(self) -> dict[str, bool]:
-        return dict(self._execution_policies)
+        """The live mapping (as in the seed): ``ex.execution_policies["python"] = False`` makes
+        the next Python block be saved only. A False under any alias of a language applies."""
+        return self._execution_policies
+
+    @execution_policies.setter
+    def execution_policies(self, policies: dict[str, bool]) -> None:
+        if not isinstance(policies, dict):
+            raise InvalidInputError(f"execution_policies must be a dict, not {type(policies).__name__}")
+        self._execution_policies = policies  # the caller's own dict stays live, as in the seed
 
     @property
     def pod_name(self) -> str:
@@ -426,6 +443,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self, code_blocks: Sequence[CodeBlock], *, on_output: OutputCallback | None = None
     ) -> CommandLineCodeResult:
         """Run blocks in order; stop at the first non-zero exit. Non-zero exits are data."""
+        if len(code_blocks) == 0:
+            raise InvalidInputError("No code blocks to execute.")  # the seed's error and words
         outputs: list[str] = []
         stdouts: list[str] = []
         stderrs: list[str] = []
@@ -441,16 +460,16 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 break
             lang = resolve_language(block.language)
             if lang is None:
-                message = f"Unsupported language: {block.language}"
+                message = f"Unsupported language {seed_language(block.language)}{UNSUPPORTED_DETAIL}\n"
                 outputs.append(message)
                 stderrs.append(message)
                 exit_code = 1
                 break
-            code = quiet_pip(block.code) if lang.runner in ("sh", "bash") else block.code
+            code = silence_pip(block.code, block.language)
             try:
-                filename = code_filename(code, lang)
+                filename = code_filename(code, lang, block.language, str(self._work_dir))
             except UnsafePathError as exc:
-                message = f"Refused file name: {exc}"
+                message = f"Filename is not in the workspace: {exc}\n"
                 outputs.append(message)
                 stderrs.append(message)
                 exit_code = 1

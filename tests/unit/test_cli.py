@@ -259,7 +259,7 @@ def test_save_only_language_prints_where_it_was_saved(wired: FakeRunner) -> None
 def test_unknown_language_exits_1_with_the_message_on_stderr(wired: FakeRunner) -> None:
     result = invoke("exec", "--lang", "cobol", "-c", "x")
     assert result.exit_code == 1
-    assert "Unsupported language: cobol" in result.stderr
+    assert "Unsupported language cobol (runs python" in result.stderr
 
 
 # -- progress and logging -------------------------------------------------------------------------
