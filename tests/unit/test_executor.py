@@ -26,6 +26,7 @@ from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
 from kubectl_executor.errors import (
     ForbiddenError,
     InvalidInputError,
+    KubectlError,
     OutcomeUnknownError,
     PodStartError,
     TransientError,
@@ -804,3 +805,39 @@ def test_no_blocks_is_the_seeds_value_error(make: Make, fake_runner: FakeRunner)
 def test_timeout_error_keeps_the_seeds_words(make: Make, fake_runner: FakeRunner) -> None:
     with pytest.raises(ValueError, match=r"^Timeout must be greater than or equal to 1\. "):
         make(timeout=0)
+
+
+# -- bearer-token mode over https without a CA ------------------------------------------------------
+
+TLS_STDERR = (
+    b'E1202 10:00:00.000000 1 memcache.go:265] "Unhandled Error" err="couldn\'t get current server API '
+    b'group list: Get \\"https://10.0.0.1:6443/api?timeout=32s\\": tls: failed to verify certificate: '
+    b'x509: certificate signed by unknown authority"\n'
+    b"Unable to connect to the server: tls: failed to verify certificate: x509: certificate signed by "
+    b"unknown authority\n"
+)
+
+
+def test_certificate_failure_says_what_to_pass(
+    make: Make, fake_runner: FakeRunner, sleeps: list[float]
+) -> None:
+    from kubectl_executor.runner import Completed
+
+    fake_runner.on_run = lambda call: Completed(call.argv, 1, b"", TLS_STDERR, False)
+    with pytest.raises(KubectlError) as info:
+        make(remote_control_plane="https://10.0.0.1:6443", kube_token="t0ken")
+    message = info.value.message
+    assert message.startswith("Unable to connect to the server: tls: failed to verify certificate")
+    assert "certificate_authority=" in message and "insecure_skip_tls_verify=True" in message
+    assert "certificate-authority-data" in message and "kube-root-ca.crt" in message
+    assert not isinstance(info.value, TransientError) and sleeps == []  # not retried
+    assert len(fake_runner.runs_of("apply")) == 1
+    assert "t0ken" not in str(info.value)
+
+
+def test_token_kubeconfig_without_ca_keeps_verification() -> None:
+    from kubectl_executor.boundary import ClusterAccess
+    from kubectl_executor.kubectl import token_kubeconfig
+
+    config = token_kubeconfig(ClusterAccess(remote_control_plane="https://10.0.0.1:6443"), "t0ken")
+    assert config["clusters"][0]["cluster"] == {"server": "https://10.0.0.1:6443"}  # nothing skipped
