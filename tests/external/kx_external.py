@@ -133,6 +133,16 @@ class ExternalCluster:
         bundle.write_text(ca_pem)
         return {"SSL_CERT_FILE": str(bundle)}
 
+    def user_kubeconfig(self, tmp: Path) -> str:
+        """A kubeconfig whose current context is the test cluster, for code that reads $KUBECONFIG."""
+        if self.emulator is not None and self.kubeconfig:
+            return self.kubeconfig
+        tmp.mkdir(parents=True, exist_ok=True)
+        path = tmp / "kubeconfig"
+        path.write_text(self.run("config", "view", "--raw", "--minify", "--flatten").stdout)
+        path.chmod(0o600)
+        return str(path)
+
     def leaked_pods(self) -> list[str]:
         done = self.run("get", "pods", "-n", self.namespace, "-l", MANAGED, "-o", "json", check=False)
         if done.returncode != 0:
