@@ -193,6 +193,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._running: str | None = None  # nonce of the run in flight
         self._cancelled = False
         self._extra_env: dict[str, str] = {}
+        self._bashrc_env: dict[str, str] = {}  # from add_env_vars_to_bashrc: kept across restart()
         self._created = False  # True while a pod that WE created exists
         self._reused = False
         self._pod: Pod | None = None
@@ -371,7 +372,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         """Stop, then create a fresh pod with the same options."""
         self._close_session()
         self._release_pool_pod()
-        self._extra_env.clear()
+        self._extra_env = dict(self._bashrc_env)
         if self._created and not self._keep_pod:
             delete_pod(
                 self._kubectl,
@@ -387,6 +388,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             self._pod_options = self._pod_options.model_copy(update={"name": self._pod_name})
         _live.add(self)
         self.start()
+        if self._bashrc_env:  # as in the seed, where they stay in the pod's ~/.bashrc
+            self._write_bashrc()
 
     def _close_session(self) -> None:
         session, self._session = self._session, None
@@ -650,7 +653,13 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         for key, value in new.items():
             validate_env_name(key)
             validate_env_value(key, value)
+        if not new:
+            return  # as the seed: nothing to add, no exec
         self._extra_env.update(new)
+        self._bashrc_env.update(new)
+        self._write_bashrc()
+
+    def _write_bashrc(self) -> None:
         block = "\n".join(
             [BASHRC_BEGIN]
             + [f"export {k}={shlex.quote(v)}" for k, v in self._extra_env.items()]
@@ -675,8 +684,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         images = [c.image for c in pod.spec.containers]
         return pod.metadata.name if self._image in images else None
 
-    def get_pod_resource_usage(self) -> dict[str, str] | None:
-        """CPU and memory of THIS pod from metrics.k8s.io; None (logged) when unavailable."""
+    def get_pod_resource_usage(self) -> dict[str, dict[str, str]] | None:
+        """CPU and memory of THIS pod from metrics.k8s.io, in the seed's shape
+        ``{container: {"cpu": ..., "memory": ...}}``; None (logged) when unavailable."""
         namespace = self.namespace
         if namespace is None:
             pod = get_pod(self._kubectl, self._pod_name)
@@ -690,10 +700,11 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         except KubectlExecutorError as exc:
             logger.info("resource usage unavailable (metrics API): %s", exc)
             return None
-        usage: dict[str, str] = {}
+        usage: dict[str, dict[str, str]] = {}
         for container in data.get("containers", []):
-            if container.get("name") == CONTAINER:
-                usage = {k: str(v) for k, v in container.get("usage", {}).items()}
+            measured = container.get("usage", {})
+            if container.get("name") and measured:
+                usage[str(container["name"])] = {k: str(v) for k, v in measured.items()}
         return usage or None
 
 

@@ -136,9 +136,13 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("suite", nargs="?")
     parser.add_argument("--list", action="store_true", help="list the suites and exit")
+    parser.add_argument("--names", action="store_true", help="print only the suite names (for CI)")
     parser.add_argument("--keep", action="store_true", help="keep the run directory (printed)")
     args, pytest_args = parser.parse_known_args(argv)
     suites = load_rules()
+    if args.names:
+        print("\n".join(suites))
+        return 0
     if args.list or not args.suite:
         for name, suite in suites.items():
             print(f"{name}: {suite['package']}=={suite['version']} ({len(suite['files'])} files)")

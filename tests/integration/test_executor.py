@@ -314,7 +314,7 @@ def test_bad_input_is_refused_before_touching_the_cluster(cluster: Cluster) -> N
 
 def test_resource_usage_is_none_or_this_pods(executor: KubernetesCommandLineCodeExecutor) -> None:
     usage = executor.get_pod_resource_usage()
-    assert usage is None or set(usage) >= {"cpu", "memory"}
+    assert usage is None or set(usage["executor"]) >= {"cpu", "memory"}  # the seed's shape: per container
 
 
 def test_markdown_extraction_then_execution(executor: KubernetesCommandLineCodeExecutor) -> None:

@@ -650,7 +650,7 @@ def test_resource_usage_is_this_pods(make: Make, fake_runner: FakeRunner) -> Non
     fake_runner.on_run = lambda call: (
         Completed(tuple(call.argv), 0, json.dumps(metrics).encode()) if "--raw" in call.args else None
     )
-    assert ex.get_pod_resource_usage() == {"cpu": "12m", "memory": "40Mi"}
+    assert ex.get_pod_resource_usage() == {"executor": {"cpu": "12m", "memory": "40Mi"}}  # the seed's shape
     (raw,) = [c for c in fake_runner.runs if "--raw" in c.args]
     assert raw.args[2] == f"/apis/metrics.k8s.io/v1beta1/namespaces/team-a/pods/{ex.pod_name}"
 
@@ -841,3 +841,24 @@ def test_token_kubeconfig_without_ca_keeps_verification() -> None:
 
     config = token_kubeconfig(ClusterAccess(remote_control_plane="https://10.0.0.1:6443"), "t0ken")
     assert config["clusters"][0]["cluster"] == {"server": "https://10.0.0.1:6443"}  # nothing skipped
+
+
+def test_restart_keeps_bashrc_variables_and_writes_them_into_the_new_pod(
+    make: Make, fake_runner: FakeRunner
+) -> None:
+    ex = make()
+    ex.add_env_vars_to_bashrc([{"key": "API_KEY", "value": "s p a c e"}])
+    first = ex.pod_name
+    ex.restart()
+    writes = [c for c in fake_runner.runs_of("exec") if c.stdin and BASHRC_BEGIN.encode() in c.stdin]
+    assert [w.args[2] for w in writes] == [first, ex.pod_name]  # once per pod
+    assert b"export API_KEY='s p a c e'" in (writes[1].stdin or b"")
+    ex.execute_code_blocks([CodeBlock("echo $API_KEY", "sh")])
+    assert fake_runner.ran_blocks[-1].env == {"API_KEY": "s p a c e"}
+
+
+def test_add_no_env_vars_is_no_exec(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    before = len(fake_runner.runs)
+    ex.add_env_vars_to_bashrc([])
+    assert len(fake_runner.runs) == before
