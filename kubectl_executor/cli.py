@@ -21,12 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-try:
-    import click
-except ImportError as exc:  # pragma: no cover - exercised only without the extra
-    raise ImportError(
-        "the kubectl-executor command line needs click: pip install 'kubectl-executor[cli]'"
-    ) from exc
+import click  # a core dependency: the command works on the base install
 import pydantic
 
 from . import __version__
@@ -103,6 +98,18 @@ EXTENSIONS = {
 }
 
 DEFAULT_UP_DEADLINE = 24 * 3600
+
+
+def _missing_extra(extra: str, exc: ImportError) -> str:
+    """One line for a command whose optional extra is not installed (a bug of ours re-raises)."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, ImportError) else exc
+    missing = (cause.name or str(cause)).split(".")[0]
+    if missing == "kubectl_executor":
+        raise exc
+    return (
+        f"this command needs the optional extra [{extra}] ({missing} is not installed): "
+        f"pip install 'kubectl-executor[{extra}]'"
+    )
 
 
 class Failure(Exception):
@@ -1382,7 +1389,7 @@ def mcp(
     try:
         from .mcp_server import DEFAULT_MAX_OUTPUT_BYTES, KubectlExecutorMcp, McpConfig
     except ImportError as exc:
-        raise Failure(str(exc)) from exc
+        raise Failure(_missing_extra("mcp", exc)) from exc
     kwargs = common.settings.executor_kwargs(**pod)
     if not active_deadline:
         kwargs["active_deadline_seconds"] = None

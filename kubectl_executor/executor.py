@@ -31,10 +31,12 @@ from .errors import (
 from .kubectl import Kubectl, classify_failure
 from .languages import (
     DEFAULT_EXECUTION_POLICIES,
+    LANGUAGES,
     code_filename,
-    quiet_pip,
     resolve_language,
+    seed_language,
     should_execute,
+    silence_pip,
     validate_relative_path,
 )
 from .manifest import (
@@ -73,6 +75,11 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# After the seed's "Unsupported language <lang>": what is supported.
+UNSUPPORTED_DETAIL = (
+    f" (runs {', '.join(n for n, lang in LANGUAGES.items() if lang.runner)};"
+    f" saves only {', '.join(n for n, lang in LANGUAGES.items() if not lang.runner)})"
+)
 BASHRC_BEGIN = "# >>> kubectl-executor env >>>"
 BASHRC_END = "# <<< kubectl-executor env <<<"
 
@@ -128,7 +135,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         pool: WarmPool | None = None,
     ) -> None:
         if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 1:
-            raise InvalidInputError("timeout must be a number of seconds >= 1")
+            raise InvalidInputError(
+                f"Timeout must be greater than or equal to 1. (timeout is in seconds; got {timeout!r})"
+            )
         if startup_timeout <= 0:
             raise InvalidInputError("startup_timeout must be > 0")
         if max_output_bytes < 1024:
@@ -161,6 +170,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._running: str | None = None  # nonce of the run in flight
         self._cancelled = False
         self._extra_env: dict[str, str] = {}
+        self._bashrc_env: dict[str, str] = {}  # from add_env_vars_to_bashrc: kept across restart()
         self._created = False  # True while a pod that WE created exists
         self._pod: Pod | None = None
         from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
@@ -230,7 +240,15 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     @property
     def execution_policies(self) -> dict[str, bool]:
-        return dict(self._execution_policies)
+        """The live mapping (as in the seed): ``ex.execution_policies["python"] = False`` makes
+        the next Python block be saved only. A False under any alias of a language applies."""
+        return self._execution_policies
+
+    @execution_policies.setter
+    def execution_policies(self, policies: dict[str, bool]) -> None:
+        if not isinstance(policies, dict):
+            raise InvalidInputError(f"execution_policies must be a dict, not {type(policies).__name__}")
+        self._execution_policies = policies  # the caller's own dict stays live, as in the seed
 
     @property
     def pod_name(self) -> str:
@@ -328,7 +346,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         """Stop, then create a fresh pod with the same options."""
         self._close_session()
         self._release_pool_pod()
-        self._extra_env.clear()
+        self._extra_env = dict(self._bashrc_env)
         if self._created and not self._keep_pod:
             delete_pod(
                 self._kubectl,
@@ -343,6 +361,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             self._pod_options = self._pod_options.model_copy(update={"name": self._pod_name})
         _live.add(self)
         self.start()
+        if self._bashrc_env:  # as in the seed, where they stay in the pod's ~/.bashrc
+            self._write_bashrc()
 
     def _close_session(self) -> None:
         session, self._session = self._session, None
@@ -399,6 +419,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self, code_blocks: Sequence[CodeBlock], *, on_output: OutputCallback | None = None
     ) -> CommandLineCodeResult:
         """Run blocks in order; stop at the first non-zero exit. Non-zero exits are data."""
+        if len(code_blocks) == 0:
+            raise InvalidInputError("No code blocks to execute.")  # the seed's error and words
         outputs: list[str] = []
         stdouts: list[str] = []
         stderrs: list[str] = []
@@ -414,16 +436,16 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
                 break
             lang = resolve_language(block.language)
             if lang is None:
-                message = f"Unsupported language: {block.language}"
+                message = f"Unsupported language {seed_language(block.language)}{UNSUPPORTED_DETAIL}\n"
                 outputs.append(message)
                 stderrs.append(message)
                 exit_code = 1
                 break
-            code = quiet_pip(block.code) if lang.runner in ("sh", "bash") else block.code
+            code = silence_pip(block.code, block.language)
             try:
-                filename = code_filename(code, lang)
+                filename = code_filename(code, lang, block.language, str(self._work_dir))
             except UnsafePathError as exc:
-                message = f"Refused file name: {exc}"
+                message = f"Filename is not in the workspace: {exc}\n"
                 outputs.append(message)
                 stderrs.append(message)
                 exit_code = 1
@@ -604,7 +626,13 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         for key, value in new.items():
             validate_env_name(key)
             validate_env_value(key, value)
+        if not new:
+            return  # as the seed: nothing to add, no exec
         self._extra_env.update(new)
+        self._bashrc_env.update(new)
+        self._write_bashrc()
+
+    def _write_bashrc(self) -> None:
         block = "\n".join(
             [BASHRC_BEGIN]
             + [f"export {k}={shlex.quote(v)}" for k, v in self._extra_env.items()]
@@ -629,8 +657,9 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         images = [c.image for c in pod.spec.containers]
         return pod.metadata.name if self._image in images else None
 
-    def get_pod_resource_usage(self) -> dict[str, str] | None:
-        """CPU and memory of THIS pod from metrics.k8s.io; None (logged) when unavailable."""
+    def get_pod_resource_usage(self) -> dict[str, dict[str, str]] | None:
+        """CPU and memory of THIS pod from metrics.k8s.io, in the seed's shape
+        ``{container: {"cpu": ..., "memory": ...}}``; None (logged) when unavailable."""
         namespace = self.namespace
         if namespace is None:
             pod = get_pod(self._kubectl, self._pod_name)
@@ -644,10 +673,11 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         except KubectlExecutorError as exc:
             logger.info("resource usage unavailable (metrics API): %s", exc)
             return None
-        usage: dict[str, str] = {}
+        usage: dict[str, dict[str, str]] = {}
         for container in data.get("containers", []):
-            if container.get("name") == CONTAINER:
-                usage = {k: str(v) for k, v in container.get("usage", {}).items()}
+            measured = container.get("usage", {})
+            if container.get("name") and measured:
+                usage[str(container["name"])] = {k: str(v) for k, v in measured.items()}
         return usage or None
 
 

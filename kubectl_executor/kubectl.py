@@ -125,6 +125,22 @@ _TRANSIENT = (
 )
 
 
+TLS_HINT = (
+    "kubectl could not verify the API server's TLS certificate. TLS stays verified: pass "
+    "certificate_authority= (a CA file path or the PEM text; it is a kubeconfig's "
+    "clusters[].cluster.certificate-authority-data, base64-decoded, or the ca.crt of the "
+    "kube-root-ca.crt ConfigMap in any namespace: kubectl get configmap kube-root-ca.crt "
+    "-o jsonpath='{.data.ca\\.crt}'), or insecure_skip_tls_verify=True to skip verification "
+    "(not recommended); with a kubeconfig, fix its cluster's certificate-authority"
+)
+
+
+def _certificate_line(text: str) -> str:
+    """kubectl's last line about the certificate (its "Unable to connect ..." summary)."""
+    lines = [line.strip() for line in text.splitlines() if "certificate" in line.lower()]
+    return lines[-1] if lines else "certificate verification failed"
+
+
 def classify_failure(
     argv: Sequence[str], returncode: int, stderr: str, *, exec_call: bool = False
 ) -> KubectlError:
@@ -148,7 +164,7 @@ def classify_failure(
         return ConflictError(shown, returncode, stderr)
     # A certificate that does not verify will not verify on the next attempt either.
     if "x509:" in low or "failed to verify certificate" in low or "certificate signed by unknown" in low:
-        return KubectlError(shown, returncode, stderr)
+        return KubectlError(shown, returncode, stderr, f"{_certificate_line(stderr)}. {TLS_HINT}")
     if any(s in low for s in _TRANSIENT):
         m = _RETRY_AFTER.search(stderr)
         return TransientError(shown, returncode, stderr, retry_after=float(m.group(1)) if m else None)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import posixpath
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -64,14 +66,36 @@ def resolve_language(name: str) -> Language | None:
     return LANGUAGES.get(canonical_language(name))
 
 
-def should_execute(name: str, policies: dict[str, bool]) -> bool:
-    """A policy may be keyed by the name as written, lowered, or canonical."""
+# The seed's own alias map: its policy key and file extension for a block is the language
+# lowered and passed through this map ("py" -> "python"; "shell", "bash", "ps1" stay themselves).
+SEED_ALIASES: dict[str, str] = {"py": "python", "js": "javascript"}
+
+
+def seed_language(name: str) -> str:
+    """The seed's name for a block's language (its policy key and file extension).
+
+    Names the seed does not know but we accept (``python3``, ``console``) map to our canonical
+    name, so that they find a policy key at all.
+    """
     low = name.strip().lower()
-    for key in (low, canonical_language(low)):
-        if key in policies:
-            return policies[key]
-    lang = resolve_language(low)
-    return bool(lang and lang.runner)
+    seed = SEED_ALIASES.get(low, low)
+    return seed if seed in DEFAULT_EXECUTION_POLICIES else canonical_language(low)
+
+
+def should_execute(name: str, policies: Mapping[str, object]) -> bool:
+    """Whether a block in language ``name`` runs (else it is only saved).
+
+    As in the seed, the block's own key decides and a missing key means "save only". Beyond the
+    seed, a False under any other name of the same language ("py", "Python", "shell" for sh) also
+    stops it: the most restrictive entry wins, so a policy the user set is never ignored.
+    """
+    lang = resolve_language(name)
+    if lang is None or lang.runner is None:
+        return False
+    if not policies.get(seed_language(name), False):
+        return False
+    canonical = canonical_language(name)
+    return all(bool(value) for key, value in policies.items() if canonical_language(str(key)) == canonical)
 
 
 _HINTS = (
@@ -117,13 +141,60 @@ def validate_relative_path(path: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-def code_filename(code: str, language: Language) -> str:
-    """The hinted name, else the seed's ``tmp_code_<md5>.<ext>``."""
+def workspace_relative(path: str, work_dir: str = "/workspace") -> str:
+    """A file-name hint as a path relative to ``work_dir``, normalised; refused if it leaves it.
+
+    Like the seed, an absolute path inside ``work_dir`` and ``..`` that stays inside are accepted
+    (``/workspace/a/../b.py`` -> ``b.py``); anything else outside raises :class:`UnsafePathError`.
+    """
+    if "\x00" in path or "\n" in path or "\r" in path:
+        raise UnsafePathError(f"path {path!r} contains NUL or a line break")
+    if path.startswith("~"):
+        raise UnsafePathError(f"path {path!r} must be relative to the workspace")
+    root = posixpath.normpath(work_dir)
+    full = posixpath.normpath(posixpath.join(root, path))
+    if full != root and not full.startswith(root.rstrip("/") + "/"):
+        raise UnsafePathError(f"path {path!r} escapes the workspace {work_dir}")
+    return validate_relative_path(posixpath.relpath(full, root))
+
+
+def code_filename(
+    code: str, language: Language, name: str | None = None, work_dir: str = "/workspace"
+) -> str:
+    """The hinted name, else the seed's ``tmp_code_<md5>.<lang>``.
+
+    With ``name`` (the block's language as written) ``<lang>`` is the seed's name for it:
+    ``.python``, ``.sh``, ``.bash``, ``.shell``, ``.javascript``; PowerShell keeps ``.ps1`` (pwsh
+    refuses to run a script with any other extension). Without it, the language's usual extension.
+    """
     hinted = filename_hint(code)
     if hinted is not None:
-        return validate_relative_path(hinted)
+        return workspace_relative(hinted, work_dir)
     digest = hashlib.md5(code.encode()).hexdigest()
-    return f"tmp_code_{digest}.{language.extension}"
+    seed_named = name is not None and language.name != "pwsh"
+    extension = seed_language(name) if seed_named and name else language.extension
+    return f"tmp_code_{digest}.{extension}"
+
+
+def silence_pip(code: str, name: str) -> str:
+    """The seed's own ``pip install`` quietening (its file names are the md5 of the result).
+
+    Python blocks: lines starting ``!pip install`` / ``! pip install``; shell blocks: lines
+    starting ``pip install``; ``-qqq`` is added unless the line already has it.
+    """
+    lang = seed_language(name)
+    if lang == "python":
+        pattern = re.compile(r"^! ?pip install")
+    elif lang in ("bash", "shell", "sh", "pwsh", "powershell", "ps1"):
+        pattern = re.compile(r"^pip install")
+    else:
+        return code
+    lines = code.split("\n")
+    for i, line in enumerate(lines):
+        match = pattern.search(line)
+        if match is not None and "-qqq" not in line:
+            lines[i] = line.replace(match.group(0), match.group(0) + " -qqq")
+    return "\n".join(lines)
 
 
 _PIP_INSTALL = re.compile(r"^(\s*(?:python3? -m )?pip3? install)(?![^\n]*\s-q)", re.M)

@@ -68,8 +68,8 @@ from .transfer import TransferLimits, pod_relative
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-    from .protocol import ExecResult
     from .pool import WarmPool
+    from .protocol import ExecResult
 
 logger = logging.getLogger(__name__)
 

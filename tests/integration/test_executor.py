@@ -314,7 +314,7 @@ def test_bad_input_is_refused_before_touching_the_cluster(cluster: Cluster) -> N
 
 def test_resource_usage_is_none_or_this_pods(executor: KubernetesCommandLineCodeExecutor) -> None:
     usage = executor.get_pod_resource_usage()
-    assert usage is None or set(usage) >= {"cpu", "memory"}
+    assert usage is None or set(usage["executor"]) >= {"cpu", "memory"}  # the seed's shape: per container
 
 
 def test_markdown_extraction_then_execution(executor: KubernetesCommandLineCodeExecutor) -> None:
@@ -363,3 +363,17 @@ def test_attach_uses_a_running_pod_and_never_deletes_it(
     assert attached.execute_code_blocks([CodeBlock("cat note.txt", "sh")]).stdout == "kept\n"
     attached.stop()
     assert owner.is_pod_running_with_image() == owner.pod_name
+
+
+def test_policy_mutation_saves_with_the_seeds_name(executor: KubernetesCommandLineCodeExecutor) -> None:
+    """The seed README's example 2 through the real kubectl: the file is written, never run."""
+    code = "open('ran.txt', 'w').write('ran')\nprint('should_not_run')\n"
+    executor.execution_policies["py"] = False  # an alias: the most restrictive entry wins
+    saved = executor.execute_code_blocks([CodeBlock(code, "python")])
+    path = f"{executor.work_dir}/tmp_code_{hashlib.md5(code.encode()).hexdigest()}.python"
+    assert (saved.exit_code, saved.output, saved.code_file) == (0, f"Code saved to {path}\n", path)
+    check = executor.execute_code_blocks([CodeBlock(f"cat {path}; ls ran.txt", "sh")])
+    assert check.stdout.startswith(code) and check.exit_code != 0  # saved intact, never ran
+    executor.execution_policies["py"] = True
+    ran = executor.execute_code_blocks([CodeBlock(code, "python")])
+    assert (ran.exit_code, ran.stdout) == (0, "should_not_run\n")

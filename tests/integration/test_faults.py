@@ -399,7 +399,14 @@ def test_runaway_code_is_stopped_at_the_deadline_and_nothing_is_left(
     cluster: Cluster, emulator: Any, make: ExecutorFactory, language: str, code: str, leftover: str
 ) -> None:
     ex = make(timeout=2)
+    # The pod is Ready as soon as its main shell runs; its idle `sleep 3600` may come a moment
+    # later (seen on a loaded machine): wait for it, or the snapshot misses a process of its own.
+    deadline = time.monotonic() + 30
     idle = pod_cmdlines(emulator, cluster, ex.pod_name)
+    while "sleep 3600" not in idle:
+        assert time.monotonic() < deadline, f"the pod's idle sleep never started: {idle}"
+        time.sleep(0.05)  # polling a condition, bounded by the deadline
+        idle = pod_cmdlines(emulator, cluster, ex.pod_name)
     result = ex.execute_code_blocks([CodeBlock(code, language)])
     assert result.exit_code == 124
     assert result.timed_out and "Timeout" in result.output

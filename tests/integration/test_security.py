@@ -149,6 +149,10 @@ def test_tls_is_verified_by_default(
     with pytest.raises(KubectlError) as info:
         KubernetesCommandLineCodeExecutor(**token_mode(cluster, tls_proxy.url, "t0ken", retry=policy))
     assert "certificate" in str(info.value)  # x509: certificate signed by unknown authority
+    # ... and says what to pass (TLS stays verified; the seed silently turned it off)
+    message = info.value.message
+    assert "certificate_authority=" in message and "insecure_skip_tls_verify=True" in message
+    assert "kube-root-ca.crt" in message and "certificate-authority-data" in message
     assert tls_proxy.forwarded == forwarded  # the handshake failed: no request got through
     assert [p["metadata"]["name"] for p in cluster.pods()] == before
 

@@ -262,7 +262,7 @@ def test_save_only_language_prints_where_it_was_saved(wired: FakeRunner) -> None
 def test_unknown_language_exits_1_with_the_message_on_stderr(wired: FakeRunner) -> None:
     result = invoke("exec", "--lang", "cobol", "-c", "x")
     assert result.exit_code == 1
-    assert "Unsupported language: cobol" in result.stderr
+    assert "Unsupported language cobol (runs python" in result.stderr
 
 
 # -- progress and logging -------------------------------------------------------------------------
@@ -714,3 +714,23 @@ def test_call_exit_code_is_the_functions(wired: FakeRunner, mocker: MockerFixtur
     )
     result = invoke("call", "pkg.mod:fn")
     assert result.exit_code == 1 and "TypeError: boom" in result.stderr
+
+
+# -- a missing optional extra ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("blocked", ["mcp", "anyio"])
+def test_mcp_without_its_extra_prints_one_line_and_exits_2(blocked: str) -> None:
+    """A process in which the SDK cannot be imported (as on the base install): no traceback."""
+    code = (
+        f"import sys\nsys.modules[{blocked!r}] = None\nfrom kubectl_executor.cli import main\nmain(['mcp'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith("kubectl-executor: error: this command needs the optional extra [mcp]")
+    assert done.stderr.rstrip().endswith("pip install 'kubectl-executor[mcp]'")
+    assert f"({blocked} is not installed)" in done.stderr

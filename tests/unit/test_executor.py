@@ -26,6 +26,7 @@ from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
 from kubectl_executor.errors import (
     ForbiddenError,
     InvalidInputError,
+    KubectlError,
     OutcomeUnknownError,
     PodStartError,
     TransientError,
@@ -91,7 +92,7 @@ def test_exec_argv_is_fixed_and_code_travels_on_stdin(make: Make, fake_runner: F
     assert request.code == code.encode()
     assert request.runner == "python"
     assert request.work_dir == "/workspace"
-    assert request.path == f"tmp_code_{hashlib.md5(code.encode()).hexdigest()}.py"
+    assert request.path == f"tmp_code_{hashlib.md5(code.encode()).hexdigest()}.python"  # the seed's name
     assert request.timeout == "60"
     assert proc.stdin_closed.is_set()
 
@@ -287,7 +288,8 @@ def test_language_aliases_pick_the_runner(make: Make, fake_runner: FakeRunner) -
     ex = make()
     ex.execute_code_blocks([CodeBlock("echo 1", "SHELL"), CodeBlock("echo 2", "Bash"), CodeBlock("1", "py")])
     assert [r.runner for r in fake_runner.ran_blocks] == ["sh", "bash", "python"]
-    assert [r.path.rsplit(".", 1)[1] for r in fake_runner.ran_blocks] == ["sh", "sh", "py"]
+    # the seed's extension: its language name after its alias map ("py" -> "python")
+    assert [r.path.rsplit(".", 1)[1] for r in fake_runner.ran_blocks] == ["shell", "bash", "python"]
 
 
 def test_escaping_filename_hint_is_refused_without_exec(make: Make, fake_runner: FakeRunner) -> None:
@@ -648,7 +650,7 @@ def test_resource_usage_is_this_pods(make: Make, fake_runner: FakeRunner) -> Non
     fake_runner.on_run = lambda call: (
         Completed(tuple(call.argv), 0, json.dumps(metrics).encode()) if "--raw" in call.args else None
     )
-    assert ex.get_pod_resource_usage() == {"cpu": "12m", "memory": "40Mi"}
+    assert ex.get_pod_resource_usage() == {"executor": {"cpu": "12m", "memory": "40Mi"}}  # the seed's shape
     (raw,) = [c for c in fake_runner.runs if "--raw" in c.args]
     assert raw.args[2] == f"/apis/metrics.k8s.io/v1beta1/namespaces/team-a/pods/{ex.pod_name}"
 
@@ -699,3 +701,164 @@ def test_bearer_token_mode_end_to_end(make: Make, fake_runner: FakeRunner) -> No
         assert f"--kubeconfig={path}" in argv
     assert not any(token.encode() in (c.stdin or b"") for c in fake_runner.runs)
     assert not Path(path).exists()
+
+
+# -- the seed's observable details -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("key", "language"),
+    [("python", "python"), ("python", "py"), ("py", "python"), ("py", "py"), ("Python", "PY"),
+     ("sh", "sh"), ("shell", "shell"), ("shell", "sh"), ("sh", "shell"), ("bash", "bash"),
+     ("pwsh", "pwsh"), ("powershell", "pwsh"), ("ps1", "powershell")],
+)  # fmt: skip
+def test_a_mutated_policy_takes_effect_on_the_next_block(
+    make: Make, fake_runner: FakeRunner, key: str, language: str
+) -> None:
+    ex = make()
+    fake_runner.exec_replies.append(reply_with(b"ran\n", 0))
+    first = ex.execute_code_blocks([CodeBlock("echo ran", language)])
+    assert first.output == "ran\n" and fake_runner.ran_blocks[0].runner != "none"
+    ex.execution_policies[key] = False  # the seed README's example 2
+    saved = ex.execute_code_blocks([CodeBlock("echo ran", language)])
+    assert saved.output == f"Code saved to {saved.code_file}\n"
+    assert fake_runner.ran_blocks[1].runner == "none"  # written, not run
+    ex.execution_policies[key] = True
+    fake_runner.exec_replies.append(reply_with(b"ran\n", 0))
+    again = ex.execute_code_blocks([CodeBlock("echo ran", language)])
+    assert again.output == "ran\n" and fake_runner.ran_blocks[2].runner != "none"
+
+
+def test_execution_policies_is_the_same_mapping_and_assignable(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    assert ex.execution_policies is ex.execution_policies
+    mine = {"sh": True}
+    ex.execution_policies = mine  # the seed's is a plain attribute: the caller's dict stays live
+    mine["sh"] = False
+    result = ex.execute_code_blocks([CodeBlock("echo no", "sh"), CodeBlock("print(1)", "python")])
+    # sh: False; python: no key at all, which the seed treats as "save only"
+    assert [r.runner for r in fake_runner.ran_blocks] == ["none", "none"]
+    assert result.output.count("Code saved to ") == 2
+    with pytest.raises(InvalidInputError):
+        ex.execution_policies = [("sh", True)]  # type: ignore[assignment]
+
+
+def test_restart_keeps_the_mutated_policies(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    ex.execution_policies["python"] = False
+    ex.restart()
+    ex.execute_code_blocks([CodeBlock("print(1)", "python")])
+    assert fake_runner.ran_blocks[-1].runner == "none"
+
+
+@pytest.mark.parametrize(
+    ("language", "extension"),
+    [("python", "python"), ("py", "python"), ("sh", "sh"), ("shell", "shell"), ("bash", "bash"),
+     ("js", "javascript"), ("html", "html")],
+)  # fmt: skip
+def test_code_file_and_saved_path_are_the_seeds_names(
+    make: Make, fake_runner: FakeRunner, language: str, extension: str
+) -> None:
+    ex = make(execution_policies={"python": False, "sh": False, "shell": False, "bash": False})
+    code = "pip install requests\n" if language in ("sh", "shell", "bash") else "x = 1\n"
+    result = ex.execute_code_blocks([CodeBlock(code, language)])
+    quiet = code.replace("pip install", "pip install -qqq")  # the md5 is of the quietened code
+    path = f"/workspace/tmp_code_{hashlib.md5(quiet.encode()).hexdigest()}.{extension}"
+    assert result.code_file == path
+    assert result.output == f"Code saved to {path}\n"
+    assert fake_runner.ran_blocks[0].path == path.removeprefix("/workspace/")
+    assert fake_runner.ran_blocks[0].code == quiet.encode()
+
+
+def test_unsupported_language_keeps_the_seeds_words(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    result = ex.execute_code_blocks([CodeBlock("puts 1", "Ruby")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Unsupported language ruby (runs python, bash, sh, pwsh;")
+    assert result.output.endswith("\n")
+
+
+def test_escaping_file_name_keeps_the_seeds_words(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    result = ex.execute_code_blocks([CodeBlock("# filename: ../x.py\nprint(1)", "python")])
+    assert result.exit_code == 1
+    assert result.output.startswith("Filename is not in the workspace: ")
+    assert "../x.py" in result.output
+    assert fake_runner.execs() == []
+
+
+def test_absolute_hint_inside_work_dir_is_used(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make(work_dir="/data")
+    fake_runner.exec_replies.append(reply_with(b"", 0))
+    result = ex.execute_code_blocks([CodeBlock("# filename: /data/pkg/../app.py\nprint(1)", "python")])
+    assert result.code_file == "/data/app.py"
+    assert fake_runner.ran_blocks[0].path == "app.py"
+
+
+def test_no_blocks_is_the_seeds_value_error(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    with pytest.raises(ValueError, match=r"^No code blocks to execute\.$"):
+        ex.execute_code_blocks([])
+    assert fake_runner.execs() == []
+
+
+def test_timeout_error_keeps_the_seeds_words(make: Make, fake_runner: FakeRunner) -> None:
+    with pytest.raises(ValueError, match=r"^Timeout must be greater than or equal to 1\. "):
+        make(timeout=0)
+
+
+# -- bearer-token mode over https without a CA ------------------------------------------------------
+
+TLS_STDERR = (
+    b'E1202 10:00:00.000000 1 memcache.go:265] "Unhandled Error" err="couldn\'t get current server API '
+    b'group list: Get \\"https://10.0.0.1:6443/api?timeout=32s\\": tls: failed to verify certificate: '
+    b'x509: certificate signed by unknown authority"\n'
+    b"Unable to connect to the server: tls: failed to verify certificate: x509: certificate signed by "
+    b"unknown authority\n"
+)
+
+
+def test_certificate_failure_says_what_to_pass(
+    make: Make, fake_runner: FakeRunner, sleeps: list[float]
+) -> None:
+    from kubectl_executor.runner import Completed
+
+    fake_runner.on_run = lambda call: Completed(call.argv, 1, b"", TLS_STDERR, False)
+    with pytest.raises(KubectlError) as info:
+        make(remote_control_plane="https://10.0.0.1:6443", kube_token="t0ken")
+    message = info.value.message
+    assert message.startswith("Unable to connect to the server: tls: failed to verify certificate")
+    assert "certificate_authority=" in message and "insecure_skip_tls_verify=True" in message
+    assert "certificate-authority-data" in message and "kube-root-ca.crt" in message
+    assert not isinstance(info.value, TransientError) and sleeps == []  # not retried
+    assert len(fake_runner.runs_of("apply")) == 1
+    assert "t0ken" not in str(info.value)
+
+
+def test_token_kubeconfig_without_ca_keeps_verification() -> None:
+    from kubectl_executor.boundary import ClusterAccess
+    from kubectl_executor.kubectl import token_kubeconfig
+
+    config = token_kubeconfig(ClusterAccess(remote_control_plane="https://10.0.0.1:6443"), "t0ken")
+    assert config["clusters"][0]["cluster"] == {"server": "https://10.0.0.1:6443"}  # nothing skipped
+
+
+def test_restart_keeps_bashrc_variables_and_writes_them_into_the_new_pod(
+    make: Make, fake_runner: FakeRunner
+) -> None:
+    ex = make()
+    ex.add_env_vars_to_bashrc([{"key": "API_KEY", "value": "s p a c e"}])
+    first = ex.pod_name
+    ex.restart()
+    writes = [c for c in fake_runner.runs_of("exec") if c.stdin and BASHRC_BEGIN.encode() in c.stdin]
+    assert [w.args[2] for w in writes] == [first, ex.pod_name]  # once per pod
+    assert b"export API_KEY='s p a c e'" in (writes[1].stdin or b"")
+    ex.execute_code_blocks([CodeBlock("echo $API_KEY", "sh")])
+    assert fake_runner.ran_blocks[-1].env == {"API_KEY": "s p a c e"}
+
+
+def test_add_no_env_vars_is_no_exec(make: Make, fake_runner: FakeRunner) -> None:
+    ex = make()
+    before = len(fake_runner.runs)
+    ex.add_env_vars_to_bashrc([])
+    assert len(fake_runner.runs) == before

@@ -15,8 +15,11 @@ from kubectl_executor.languages import (
     filename_hint,
     quiet_pip,
     resolve_language,
+    seed_language,
     should_execute,
+    silence_pip,
     validate_relative_path,
+    workspace_relative,
 )
 
 
@@ -78,8 +81,16 @@ def test_runners_and_extensions() -> None:
         ("py", {**DEFAULT_EXECUTION_POLICIES, "python": False}, False),  # canonical key applies to aliases
         ("PYTHON", {**DEFAULT_EXECUTION_POLICIES, "python": False}, False),
         ("shell", {**DEFAULT_EXECUTION_POLICIES, "shell": False}, False),  # key as written
-        ("python", {}, True),  # no policy: run what has a runner
+        ("python", {}, False),  # no policy for the language: saved only, as in the seed
         ("css", {}, False),
+        ("python", {**DEFAULT_EXECUTION_POLICIES, "py": False}, False),  # a False under an alias
+        ("python", {**DEFAULT_EXECUTION_POLICIES, "Python": False}, False),
+        ("sh", {**DEFAULT_EXECUTION_POLICIES, "shell": False}, False),
+        ("shell", {**DEFAULT_EXECUTION_POLICIES, "sh": False}, False),
+        ("bash", {**DEFAULT_EXECUTION_POLICIES, "sh": False}, True),  # bash is its own language
+        ("pwsh", {**DEFAULT_EXECUTION_POLICIES, "powershell": False}, False),
+        ("python3", DEFAULT_EXECUTION_POLICIES, True),  # our alias finds the canonical key
+        ("javascript", {**DEFAULT_EXECUTION_POLICIES, "javascript": True}, False),  # no runner: saved
     ],
 )
 def test_should_execute(name: str, policies: dict[str, bool], expected: bool) -> None:
@@ -227,3 +238,62 @@ def test_code_filename_refuses_an_escaping_hint() -> None:
 )
 def test_quiet_pip(code: str, expected: str) -> None:
     assert quiet_pip(code) == expected
+
+
+# -- the seed's names: policy keys, file names, pip quietening ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [("py", "python"), ("Python", "python"), ("js", "javascript"), ("shell", "shell"), ("SH", "sh"),
+     ("bash", "bash"), ("ps1", "ps1"), ("powershell", "powershell"), ("python3", "python"), ("console", "sh")],
+)  # fmt: skip
+def test_seed_language(name: str, expected: str) -> None:
+    assert seed_language(name) == expected
+
+
+def test_code_filename_with_the_block_language_is_the_seeds() -> None:
+    code = "echo hi\n"
+    digest = hashlib.md5(code.encode()).hexdigest()
+    assert code_filename(code, LANGUAGES["python"], "py") == f"tmp_code_{digest}.python"
+    assert code_filename(code, LANGUAGES["sh"], "shell") == f"tmp_code_{digest}.shell"
+    assert code_filename(code, LANGUAGES["sh"], "sh") == f"tmp_code_{digest}.sh"
+    assert code_filename(code, LANGUAGES["bash"], "Bash") == f"tmp_code_{digest}.bash"
+    assert code_filename(code, LANGUAGES["javascript"], "js") == f"tmp_code_{digest}.javascript"
+    assert code_filename(code, LANGUAGES["pwsh"], "powershell") == f"tmp_code_{digest}.ps1"
+
+
+@pytest.mark.parametrize(
+    ("hint", "expected"),
+    [("a.py", "a.py"), ("/workspace/a.py", "a.py"), ("/workspace/sub/../b.py", "b.py"),
+     ("./src/../src/app.py", "src/app.py")],
+)  # fmt: skip
+def test_workspace_relative_accepts_what_stays_inside(hint: str, expected: str) -> None:
+    assert workspace_relative(hint, "/workspace") == expected
+
+
+@pytest.mark.parametrize(
+    "hint", ["../x.py", "a/../../x.py", "/etc/x.py", "/workspacex/a.py", "/workspace", "~/x.py", "a\x00.py"]
+)
+def test_workspace_relative_refuses_what_leaves(hint: str) -> None:
+    with pytest.raises(UnsafePathError):
+        workspace_relative(hint, "/workspace")
+
+
+@pytest.mark.parametrize(
+    ("code", "language", "expected"),
+    [
+        ("pip install numpy", "sh", "pip install -qqq numpy"),
+        ("pip install numpy", "shell", "pip install -qqq numpy"),
+        ("pip install numpy", "bash", "pip install -qqq numpy"),
+        ("pip install -q numpy", "sh", "pip install -qqq -q numpy"),  # the seed's rule exactly
+        ("pip install -qqq numpy", "sh", "pip install -qqq numpy"),
+        ("  pip install numpy", "sh", "  pip install numpy"),  # only at the line start
+        ("!pip install numpy\nprint(1)", "py", "!pip install -qqq numpy\nprint(1)"),
+        ("! pip install numpy", "python", "! pip install -qqq numpy"),
+        ("pip install numpy", "python", "pip install numpy"),
+        ("pip install numpy", "html", "pip install numpy"),
+    ],
+)
+def test_silence_pip_is_the_seeds(code: str, language: str, expected: str) -> None:
+    assert silence_pip(code, language) == expected
