@@ -45,6 +45,7 @@ HIDDEN_PREFIX = ".kx-"  # the server's and the library's own files in the worksp
 _MISSING_RUNNER = "no tool runner at"
 _NO_SUCH = "kubectl-executor: no such "
 _NOT_A_DIR = "kubectl-executor: not a directory: "
+RANGE_METADATA = 4096  # room a download range leaves for its summary text and structured result
 EXTENSION_RUNNERS = {".py": "python", ".sh": "sh", ".bash": "bash", ".ps1": "pwsh"}
 
 assert SCRATCH_STEM.startswith(HIDDEN_PREFIX)  # run()'s scratch files stay out of list_files
@@ -328,6 +329,7 @@ def file_range(copy: FileCopy, offset: int, length: int | None, budget: int, pod
     if length is not None and length < 1:
         raise RefusedError("length must be >= 1 byte")
     want = min(size - offset, length if length is not None else size)
+    budget = max(budget - RANGE_METADATA, 64)  # the summary line and the structured result go beside it
     block: TextContent | EmbeddedResource
     if copy.text:
         if offset < size and _is_continuation(copy.data[offset]):
