@@ -116,18 +116,21 @@ def test_big_downloads_over_http(node: str, cluster: Cluster, errlog: IO[str]) -
 def test_a_run_longer_than_the_request_timeout_is_kept_alive_by_progress(
     node: str, cluster: Cluster, errlog: IO[str], transport: str
 ) -> None:
+    slow_code = "import time\ntime.sleep(4)\nprint('slow done')"
     steps = [
         run("print('pod up')"),
-        run("import time\ntime.sleep(4)\nprint('slow done')", timeoutMs=1500, resetTimeoutOnProgress=True),
+        run(slow_code, timeoutMs=1500),  # the same client without resetting on progress gives up
+        run(slow_code, timeoutMs=1500, resetTimeoutOnProgress=True),
     ]
     flags = ("--progress-interval", "0.5")
     if transport == "stdio":
-        up, slow = drive(node, stdio(cluster, *flags), steps)
+        up, gave_up, slow = drive(node, stdio(cluster, *flags), steps)
     else:
         with http_server(cluster, errlog, *flags) as (url, _):
-            up, slow = drive(node, {"transport": "http", "url": url}, steps)
+            up, gave_up, slow = drive(node, {"transport": "http", "url": url}, steps)
 
     assert up["structured"]["stdout"] == "pod up\n"
+    assert gave_up.get("code") == -32001, gave_up  # the SDK's request timeout
     assert "clientError" not in slow, slow  # without progress the client would give up after 1.5 s
     assert slow["structured"]["stdout"] == "slow done\n"
     assert slow["progress"] >= 2
