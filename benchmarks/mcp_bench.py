@@ -1,7 +1,7 @@
 """MCP benchmark: the per-call time of a trivial ``run_code`` through real MCP clients, against an
 emulator this script starts, through the real kubectl.
 
-    .venv/bin/python benchmarks/mcp.py            # --rounds N, --kubectl PATH
+    .venv/bin/python benchmarks/mcp_bench.py            # --rounds N, --kubectl PATH
 
 Clients: the Python SDK's (``mcp``, a dependency of the extra) and, when tests/mcp_clients/ts is
 installed (``.ci/setup``), the official TypeScript SDK's; each over stdio and streamable HTTP. The
@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -54,7 +55,7 @@ def server_env(kubectl: str, kubeconfig: str) -> dict[str, str]:
 class HttpServer:
     def __init__(self, env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            [*server_argv(), "mcp", "--transport", "http", "--port", "0", "--quiet"],
+            [*server_argv(), "mcp", "--transport", "http", "--port", "0"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -68,6 +69,9 @@ class HttpServer:
                 break
         if not self.url:
             sys.exit("the HTTP server did not start")
+        # Keep reading its stderr, so that the server never blocks on a full pipe.
+        self.log = threading.Thread(target=self.proc.stderr.read, daemon=True)
+        self.log.start()
 
     def stop(self) -> None:
         self.proc.send_signal(signal.SIGTERM)
