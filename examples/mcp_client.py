@@ -38,6 +38,19 @@ def server(options: dict[str, Any]) -> StdioServerParameters:
     return StdioServerParameters(command=command[0], args=[*command[1:], "mcp"], env=env)
 
 
+async def download(client: Client, path: str) -> tuple[bytes, str]:
+    """A whole file: download_file returns ranges that fit one message; follow next_offset."""
+    content, offset = b"", 0
+    while True:
+        result = await client.call_tool("download_file", {"path": path, "offset": offset})
+        meta = data(result)
+        block = result.content[1]  # the bytes, once: a text block, or a resource with base64
+        content += block.text.encode() if block.type == "text" else base64.b64decode(block.resource.blob)
+        if meta["next_offset"] is None:
+            return content, meta["sha256"]
+        offset = meta["next_offset"]
+
+
 def data(result: Any) -> dict[str, Any]:
     if result.is_error:
         raise RuntimeError(result.content[0].text)
@@ -81,12 +94,9 @@ async def session(params: StdioServerParameters) -> bool:
         await client.call_tool(
             "upload_file", {"path": "blob.bin", "content_base64": base64.b64encode(blob).decode()}
         )
-        down = data(await client.call_tool("download_file", {"path": "blob.bin"}))
-        same = (
-            base64.b64decode(down["content_base64"]) == blob
-            and down["sha256"] == hashlib.sha256(blob).hexdigest()
-        )
-        print(f"binary round trip of {down['size']} bytes: {'identical' if same else 'DIFFERENT'}")
+        down, sha256 = await download(client, "blob.bin")
+        same = down == blob and sha256 == hashlib.sha256(blob).hexdigest()
+        print(f"binary round trip of {len(down)} bytes: {'identical' if same else 'DIFFERENT'}")
 
         listing = data(await client.call_tool("list_files", {}))
         print("workspace:", ", ".join(e["path"] for e in listing["entries"]))

@@ -1299,9 +1299,23 @@ def _mcp_option(*decls: str, env: str, **kw: Any) -> Callable[[F], F]:
     "--max-file-bytes",
     env="MAX_FILE_BYTES",
     type=click.IntRange(min=1),
-    default=10 * 1024 * 1024,
+    default=64 * 1024 * 1024,
     show_default=True,
-    help="cap for upload_file / download_file",
+    help="cap for upload_file and for the file download_file reads in ranges",
+)
+@_mcp_option(
+    "--json-response",
+    env="JSON_RESPONSE",
+    is_flag=True,
+    help="HTTP: answer with JSON instead of server-sent events (larger download ranges; no progress)",
+)
+@_mcp_option(
+    "--progress-interval",
+    env="PROGRESS_INTERVAL",
+    type=click.FloatRange(min=0.1),
+    default=5.0,
+    show_default=True,
+    help="seconds between progress notifications of a call in flight",
 )
 @_mcp_option(
     "--max-timeout",
@@ -1351,6 +1365,8 @@ def mcp(
     pool_size: int,
     max_sessions: int,
     max_file_bytes: int,
+    json_response: bool,
+    progress_interval: float,
     max_timeout: int,
     cpu_request: str | None,
     cpu_limit: str | None,
@@ -1387,13 +1403,14 @@ def mcp(
     if print_manifest:
         return _print_manifest(_executor(common, env=env, **pod))
     try:
-        from .mcp_server import DEFAULT_MAX_OUTPUT_BYTES, KubectlExecutorMcp, McpConfig
+        from .mcp import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RUN_TIMEOUT, KubectlExecutorMcp, McpConfig
     except ImportError as exc:
         raise Failure(_missing_extra("mcp", exc)) from exc
     kwargs = common.settings.executor_kwargs(**pod)
     if not active_deadline:
         kwargs["active_deadline_seconds"] = None
     kwargs.setdefault("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES)
+    kwargs.setdefault("timeout", DEFAULT_RUN_TIMEOUT)
     if env:
         kwargs["env_vars"] = _env_pairs(env)
     if _runner() is not None:
@@ -1405,9 +1422,13 @@ def mcp(
         max_sessions=max_sessions,
         max_file_bytes=max_file_bytes,
         max_timeout=max_timeout,
+        json_response=json_response,
+        progress_interval=progress_interval,
     )
     server = KubectlExecutorMcp(config)
     server.check_options()
+    if not common.quiet:
+        _mcp_banner(server, transport)
     if transport == "stdio":
         _close_on_sigterm(server.close)
         server.serve_stdio()
@@ -1422,6 +1443,24 @@ def mcp(
     level = "error" if common.quiet else {0: "warning", 1: "info"}.get(common.verbose, "debug")
     server.serve_http(host=host, port=port, path=http_path, on_listening=listening, log_level=level)
     return EXIT_OK
+
+
+def _mcp_banner(server: Any, transport: str) -> None:
+    """One start-up line on stderr (the host's log): what serves, where its pods go, the limits;
+    and at once, rather than at the first call, the reason no cluster can be reached."""
+    config = server.config
+    kw = config.executor_kwargs
+    where = f"namespace {kw.get('namespace') or '(the context default)'}"
+    if kw.get("context"):
+        where = f"context {kw['context']}, {where}"
+    click.echo(
+        f"kubectl-executor mcp {__version__} ({transport}): pods of {kw.get('image', 'python:3-slim')} in "
+        f"{where}; at most {config.max_sessions} sessions; run timeout {config.run_timeout}s "
+        f"(max {config.max_timeout}s); output cap {config.max_output_bytes} bytes per stream",
+        err=True,
+    )
+    if server.cluster_problem:
+        click.echo(f"kubectl-executor mcp: warning: {server.cluster_problem}", err=True)
 
 
 def _close_on_sigterm(close: Callable[[], None]) -> None:

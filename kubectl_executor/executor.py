@@ -14,7 +14,8 @@ import os
 import shlex
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -24,6 +25,7 @@ from .errors import (
     ExecNotStartedError,
     InvalidInputError,
     KubectlExecutorError,
+    NotFoundError,
     OutcomeUnknownError,
     PodStartError,
     UnsafePathError,
@@ -33,6 +35,8 @@ from .languages import (
     DEFAULT_EXECUTION_POLICIES,
     LANGUAGES,
     code_filename,
+    filename_hint,
+    quiet_pip,
     resolve_language,
     seed_language,
     should_execute,
@@ -82,6 +86,26 @@ UNSUPPORTED_DETAIL = (
 )
 BASHRC_BEGIN = "# >>> kubectl-executor env >>>"
 BASHRC_END = "# <<< kubectl-executor env <<<"
+
+
+SCRATCH_STEM = ".kx-run"
+"""The file a :meth:`KubernetesCommandLineCodeExecutor.run` block runs from when none was asked
+for: hidden, in work_dir (so imports of the workspace's modules work), replaced by the next run."""
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    """One block's outcome, from :meth:`KubernetesCommandLineCodeExecutor.run`; a non-zero exit is data."""
+
+    exit_code: int
+    stdout: str
+    stderr: str
+    timed_out: bool = False
+    truncated: bool = False
+    log_files: tuple[str, ...] = ()
+    file: str | None = None  # the kept file in the pod (named by the code, or saved by policy)
+    executed: bool = True  # False: saved only, by the execution policy
+    state_lost: bool = False  # a stateful interpreter was restarted before this block
 
 
 class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
@@ -485,6 +509,83 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             log_files=logs,
             state_lost=state_lost,
         )
+
+    def run(
+        self,
+        code: str,
+        language: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: OutputCallback | None = None,
+        keep_file: bool = False,
+    ) -> BlockResult:
+        """Run ONE block and return its outcome (the block loop's rules: shell ``pip install`` is
+        quietened, the execution policy decides whether it runs or is only saved).
+
+        The code is kept as a file only when asked: a ``# filename:`` first line, ``keep_file``,
+        or a save-only language; otherwise it runs from a hidden scratch file that the next run
+        replaces. ``env`` adds variables for this run only. With ``session=True`` the block goes
+        over the persistent channel; if that channel cannot be opened the block runs as one
+        stateless exec instead (a block whose outcome was lost is never re-run)."""
+        lang = resolve_language(language)
+        if lang is None:
+            raise InvalidInputError(
+                f"unsupported language {language!r}: use python, bash, sh or pwsh "
+                "(javascript, html and css are saved, not run)"
+            )
+        if timeout is not None and (not math.isfinite(timeout) or timeout < 1):
+            raise InvalidInputError("timeout must be a number of seconds >= 1")
+        if lang.runner in ("sh", "bash"):
+            code = quiet_pip(code)
+        execute = should_execute(language, self._execution_policies)
+        keep = keep_file or not execute or filename_hint(code) is not None
+        filename = code_filename(code, lang) if keep else f"{SCRATCH_STEM}.{lang.extension}"
+        request = RunRequest(
+            code=code.encode(),
+            work_dir=str(self._work_dir),
+            path=validate_relative_path(filename),
+            runner=lang.runner if execute else None,
+            timeout=float(timeout if timeout is not None else self._timeout),
+            budget=self._max_output_bytes,
+            env={**self._extra_env, **(env or {})},
+        )
+        path = str(self._work_dir / filename) if keep else None
+        done = self._execute(request, on_output or self._on_output, stateless=not self._session_ready())
+        if not execute:
+            return BlockResult(0, f"Code saved to {path}\n", "", file=path, executed=False)
+        return BlockResult(
+            exit_code=done.exit_code,
+            stdout=done.stdout.decode(errors="replace"),
+            stderr=done.stderr.decode(errors="replace"),
+            timed_out=done.timed_out,
+            truncated=done.truncated,
+            log_files=tuple(done.log_files),
+            file=path,
+            state_lost=done.state_lost,
+        )
+
+    @property
+    def max_output_bytes(self) -> int:
+        """The per-stream output budget of a run (head and tail kept beyond it)."""
+        return self._max_output_bytes
+
+    def _session_ready(self) -> bool:
+        """Open the persistent channel if this executor uses one; False (stateless fallback) when it
+        cannot be opened. Opening runs no code, so falling back cannot run a block twice."""
+        if not self._use_session:
+            return False
+        self._ensure_pod()
+        try:
+            self._session_for_pod().connect()
+        except NotFoundError:
+            raise
+        except KubectlExecutorError as exc:
+            logger.warning(
+                "persistent session to pod %s unavailable, running stateless: %s", self._pod_name, exc
+            )
+            return False
+        return True
 
     def _ensure_pod(self) -> None:
         if self._pod is None:

@@ -1,6 +1,7 @@
-"""The MCP server through the SDK's own client: the real ``kubectl-executor mcp`` process over stdio
-and over streamable HTTP, the real kubectl, the emulator (or a cluster). Cluster access reaches the
-server through KUBECTL_EXECUTOR_* variables, the MCP options through flags."""
+"""The MCP server through the Python SDK's own client: the real ``kubectl-executor mcp`` process over
+stdio and over streamable HTTP, the real kubectl, the emulator (or a cluster). Cluster access reaches
+the server through KUBECTL_EXECUTOR_* variables, the MCP options through flags. The TypeScript SDK's
+client drives the same server in test_mcp_ts.py."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -22,6 +23,17 @@ pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install
 
 import anyio
 from kx_cluster import Cluster
+from kx_mcp import (
+    BINARY_9MIB,
+    TEXT_4MIB,
+    binary_9mib,
+    http_server,
+    pod_names,
+    server_command,
+    server_env,
+    text_4mib,
+    wait_deleted,
+)
 from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
@@ -61,24 +73,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-def server_command() -> list[str]:
-    script = Path(sys.executable).with_name("kubectl-executor")
-    return [str(script)] if script.exists() else [sys.executable, "-m", "kubectl_executor"]
-
-
-def server_env(cluster: Cluster) -> dict[str, str]:
-    env = {k: os.environ[k] for k in ("PATH", "HOME", "KUBECONFIG", "LANG") if k in os.environ}
-    env.update(cluster.env)
-    env["KUBECTL_EXECUTOR_KUBECTL"] = cluster.kubectl
-    env["KUBECTL_EXECUTOR_NAMESPACE"] = cluster.namespace
-    env["KUBECTL_EXECUTOR_IMAGE"] = cluster.image
-    if cluster.kubeconfig:
-        env["KUBECTL_EXECUTOR_KUBECONFIG"] = cluster.kubeconfig
-    if cluster.context:
-        env["KUBECTL_EXECUTOR_CONTEXT"] = cluster.context
-    return env
-
-
 @pytest.fixture
 def errlog(tmp_path: Path) -> Iterator[IO[str]]:
     """The server's stderr (its log), shown when a test fails."""
@@ -113,15 +107,21 @@ def error_text(result: Any) -> str:
     return text
 
 
-def pod_names(cluster: Cluster) -> set[str]:
-    return {p["metadata"]["name"] for p in cluster.pods()}
-
-
-def wait_deleted(cluster: Cluster, name: str) -> None:
-    done = cluster.run(
-        "wait", "--for=delete", f"pod/{name}", "-n", cluster.namespace, "--timeout=120s", check=False
-    )
-    assert done.returncode == 0 or b"not found" in done.stderr, done.stderr
+async def download(call: Callable[..., Awaitable[Any]], path: str) -> tuple[bytes, list[dict[str, Any]]]:
+    """A whole file through download_file's ranges (following next_offset); checks its sha256."""
+    data, metas, offset = b"", [], 0
+    while True:
+        result = await call("download_file", {"path": path, "offset": offset})
+        meta = structured(result)
+        block = result.content[1]
+        data += block.text.encode() if block.type == "text" else base64.b64decode(block.resource.blob)
+        assert len(data) == meta["offset"] + meta["length"]
+        metas.append(meta)
+        if meta["next_offset"] is None:
+            break
+        offset = meta["next_offset"]
+    assert hashlib.sha256(data).hexdigest() == metas[-1]["sha256"]
+    return data, metas
 
 
 # -- stdio ----------------------------------------------------------------------------------------
@@ -168,8 +168,8 @@ async def test_stdio_runs_code_with_exit_codes_and_timeouts_and_deletes_the_pod_
         log = next(
             word.rstrip(",") for word in big["truncation_note"].split() if word.endswith((".out", ".out,"))
         )
-        full = structured(await session.call_tool("download_file", {"path": log}))
-        assert (full["size"], full["text"]) == (200_000, "x" * 200_000)  # the whole output, kept in the pod
+        full, _ = await download(session.call_tool, log)
+        assert full == b"x" * 200_000  # the whole output, kept in the pod
         pod = ok["pod"]
         assert {three["pod"], slow["pod"], shell["pod"]} == {pod}
         assert pod in pod_names(cluster)
@@ -186,7 +186,7 @@ async def test_stdio_files_binary_round_trip_and_function_calls(cluster: Cluster
                 "upload_file", {"path": "data/all.bin", "content_base64": base64.b64encode(data).decode()}
             )
         )
-        down = structured(await session.call_tool("download_file", {"path": "data/all.bin"}))
+        down, metas = await download(session.call_tool, "data/all.bin")
         await session.call_tool("upload_file", {"path": "tools.py", "text": TOOLS_MODULE})
         added = structured(
             await session.call_tool(
@@ -207,9 +207,8 @@ async def test_stdio_files_binary_round_trip_and_function_calls(cluster: Cluster
 
     digest = hashlib.sha256(data).hexdigest()
     assert (up["path"], up["size"], up["sha256"]) == ("/workspace/data/all.bin", len(data), digest)
-    assert (down["size"], down["sha256"]) == (len(data), digest)
-    assert base64.b64decode(down["content_base64"]) == data
-    assert down["text"] is None
+    assert down == data and metas[0]["sha256"] == digest
+    assert metas[0]["encoding"] == "base64"
 
     assert (added["status"], added["value"], added["stdout"]) == ("returned", 42, "adding 2 40\n")
     assert cwd["value"] == "/workspace"
@@ -221,7 +220,8 @@ async def test_stdio_files_binary_round_trip_and_function_calls(cluster: Cluster
     paths = {e["path"]: e for e in listing["entries"]}
     assert paths["data/all.bin"]["size"] == len(data) and paths["data"]["type"] == "dir"
     assert {"tools.py", "job.py"} <= set(paths)
-    assert not any(p.startswith(".kx-") for p in paths)  # the server's helpers are not the model's business
+    # The server's helpers and the runs' scratch files are not the model's business.
+    assert not any(p.startswith((".kx-", "tmp_code_")) for p in paths), paths
     assert "no such file in the workspace: nope.bin" in missing
     assert "escapes the workspace" in escape
 
@@ -298,39 +298,6 @@ async def test_a_warm_pool_serves_the_session(cluster: Cluster, errlog: IO[str])
 # -- streamable HTTP --------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def http_server(
-    cluster: Cluster, errlog: IO[str], *flags: str
-) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """The server on a free port; yields its URL (from the line it prints on stderr)."""
-    proc = subprocess.Popen(
-        [*server_command(), "mcp", "--transport", "http", "--port", "0", *flags],
-        env=server_env(cluster),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stderr is not None
-        url = ""
-        for line in proc.stderr:
-            errlog.write(line)
-            if "serving streamable HTTP on " in line:
-                url = line.rsplit(" ", 1)[1].strip()
-                break
-        assert url, "the server did not start"
-        yield url, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            rest = proc.communicate(timeout=120)[1]
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            rest = proc.communicate()[1]
-        errlog.write(rest or "")
-
-
 async def test_http_sessions_get_separate_pods_and_lose_them_when_they_end(
     cluster: Cluster, errlog: IO[str]
 ) -> None:
@@ -388,6 +355,165 @@ async def test_http_server_shutdown_deletes_the_pods_of_open_sessions(
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=120) in (0, -signal.SIGTERM)  # after a graceful shutdown
     assert pod not in pod_names(cluster)
+
+
+# -- within the clients' limits ----------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def http_session(url: str, *, terminate_on_close: bool = True) -> AsyncIterator[ClientSession]:
+    async with (
+        streamable_http_client(url, terminate_on_close=terminate_on_close) as (read, write),
+        ClientSession(read, write) as session,
+    ):
+        await session.initialize()
+        yield session
+
+
+async def check_big_downloads(session: ClientSession, limit: int) -> None:
+    """A 9 MiB binary and a 4 MiB text file, in ranges that each fit ``limit`` bytes of JSON."""
+    made = structured(
+        await session.call_tool("run_code", {"language": "python", "code": BINARY_9MIB + TEXT_4MIB})
+    )
+    assert made["exit_code"] == 0, made["stderr"]
+
+    binary, bin_ranges = await download(session.call_tool, "big.bin")
+    text, text_ranges = await download(session.call_tool, "big.txt")
+    still = structured(await session.call_tool("run_code", {"language": "sh", "code": "echo alive"}))
+
+    assert binary == binary_9mib() and text == text_4mib()
+    assert {m["encoding"] for m in bin_ranges} == {"base64"} and {m["encoding"] for m in text_ranges} == {
+        "text"
+    }
+    assert all(m["length"] * 4 // 3 < limit for m in bin_ranges)
+    assert all(m["length"] < limit for m in text_ranges)
+    assert len(bin_ranges) >= -(-len(binary) * 4 // 3 // limit)  # as many as the limit needs, no fewer
+    assert still["stdout"] == "alive\n"  # the session (and its pod) survived
+
+
+async def test_big_downloads_fit_a_stdio_client(cluster: Cluster, errlog: IO[str]) -> None:
+    async with stdio_session(cluster, errlog) as session:
+        await check_big_downloads(session, 10 * 1024 * 1024)
+
+
+async def test_big_downloads_fit_the_python_clients_1mib_sse_events(
+    cluster: Cluster, errlog: IO[str]
+) -> None:
+    with http_server(cluster, errlog) as (url, _):
+        async with http_session(url) as session:
+            await check_big_downloads(session, 1024 * 1024)
+
+
+async def test_with_json_responses_the_ranges_are_larger(cluster: Cluster, errlog: IO[str]) -> None:
+    with http_server(cluster, errlog, "--json-response") as (url, _):
+        async with http_session(url) as session:
+            made = structured(
+                await session.call_tool("run_code", {"language": "python", "code": BINARY_9MIB})
+            )
+            assert made["exit_code"] == 0
+            binary, ranges = await download(session.call_tool, "big.bin")
+
+    assert binary == binary_9mib()
+    assert len(ranges) == 2 and ranges[0]["length"] > 1024 * 1024
+
+
+async def test_progress_notifications_reach_the_client_while_a_run_goes_on(
+    cluster: Cluster, errlog: IO[str]
+) -> None:
+    seen: list[tuple[float, str | None]] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append((value, message))
+
+    async with stdio_session(cluster, errlog, "--progress-interval", "0.2") as session:
+        first = await session.call_tool(
+            "run_code", {"language": "sh", "code": "echo up"}, progress_callback=progress
+        )
+        starting = list(seen)
+        seen.clear()
+        ran = await session.call_tool(
+            "run_code",
+            {"language": "sh", "code": "echo begun; sleep 2; echo done"},
+            progress_callback=progress,
+        )
+
+    assert structured(first)["stdout"] == "up\n" and structured(ran)["stdout"] == "begun\ndone\n"
+    assert any(m and "starting the session's sandbox pod" in m for _, m in starting), starting
+    assert seen and all(m and m.startswith("running") for _, m in seen), seen
+    assert [v for v, _ in seen] == sorted(v for v, _ in seen)
+
+
+async def test_at_max_sessions_an_idle_sessions_pod_is_reclaimed(cluster: Cluster, errlog: IO[str]) -> None:
+    """Clients that never send DELETE (the TypeScript SDK's close()) do not use the server up."""
+    with http_server(cluster, errlog, "--max-sessions", "1") as (url, _):
+        async with http_session(url, terminate_on_close=False) as first:
+            one = structured(await first.call_tool("upload_file", {"path": "mine.txt", "text": "1"}))
+            async with http_session(url, terminate_on_close=False) as second:
+                two = structured(await second.call_tool("list_files", {}))
+                await anyio.to_thread.run_sync(wait_deleted, cluster, one["pod"])
+                back = structured(await first.call_tool("list_files", {}))
+
+    assert two["pod"] != one["pod"] and two["entries"] == []
+    assert back["pod"] not in (one["pod"], two["pod"]) and back["entries"] == []
+    assert back["notice"] is not None and "reclaimed for another session" in back["notice"]
+
+
+async def test_without_a_cluster_configured_a_call_fails_at_once_saying_so(
+    tmp_path: Path, errlog: IO[str]
+) -> None:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}  # what a host gives: no KUBECONFIG
+    command = server_command()
+    params = StdioServerParameters(command=command[0], args=[*command[1:], "mcp"], env=env)
+    async with stdio_client(params, errlog=errlog) as (read, write), ClientSession(read, write) as session:
+        await session.initialize()
+        result = await session.call_tool("run_code", {"language": "sh", "code": "true"})
+
+    assert "no cluster configured: set KUBECONFIG in the server's env" in error_text(result)
+    errlog.seek(0)
+    log = errlog.read()
+    assert "warning: no cluster configured" in log and "Traceback" not in log
+
+
+def test_a_client_dying_mid_call_leaves_no_traceback_and_no_pod(cluster: Cluster, tmp_path: Path) -> None:
+    command = server_command()
+    err = tmp_path / "server.err"
+    with err.open("w") as errfile:
+        proc = subprocess.Popen(
+            [*command, "mcp"],
+            env=server_env(cluster),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=errfile,
+        )
+        assert proc.stdin is not None and proc.stdout is not None
+
+        def send(message: dict[str, Any]) -> None:
+            assert proc.stdin is not None
+            proc.stdin.write(json.dumps({"jsonrpc": "2.0", **message}).encode() + b"\n")
+            proc.stdin.flush()
+
+        hello = {
+            "protocolVersion": "2025-06-18",
+            "capabilities": {},
+            "clientInfo": {"name": "t", "version": "1"},
+        }
+        send({"id": 1, "method": "initialize", "params": hello})
+        assert json.loads(proc.stdout.readline())["id"] == 1
+        send({"method": "notifications/initialized"})
+        code = "import sys, time\nprint('up', flush=True)\ntime.sleep(60)"
+        call = {"name": "run_code", "arguments": {"language": "python", "code": code}}
+        send({"id": 2, "method": "tools/call", "params": call, "_meta": {}})
+        pods: set[str] = set()
+        while not pods:  # the run is in flight in its pod
+            pods = pod_names(cluster)
+        proc.stdout.close()  # the client dies: both pipes go
+        proc.stdin.close()
+        assert proc.wait(timeout=120) is not None
+
+    log = err.read_text()
+    assert "Traceback" not in log, log
+    for name in pods:
+        wait_deleted(cluster, name)
 
 
 # -- the example ------------------------------------------------------------------------------------

@@ -1,6 +1,7 @@
-"""MCP server unit tests: the tool functions on a fake executor, sessions, and the SDK's own client
-in memory. The fake executor's "pod" is a local directory; the server's fixed in-pod scripts run
-there under the host's /bin/sh, so the listing and run-file scripts are tested for real."""
+"""MCP server unit tests: the tool functions on a fake sandbox, sessions, and the SDK's own client
+in memory. The fake sandbox stands for the executor's public API (:class:`Sandbox`); its "pod" is
+a local directory where the server's fixed in-pod scripts run under the host's /bin/sh, so the
+listing and run-file scripts are tested for real. No network, no cluster, no clock waits."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import shutil
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +24,14 @@ import pytest
 pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install 'kubectl-executor[mcp]'")
 
 import anyio
+import pydantic_core
 from click.testing import CliRunner
 from mcp import Client
+from mcp.shared.exceptions import MCPError
+from mcp.types import EmbeddedResource, TextContent
 
 from kubectl_executor import cli as cli_module
-from kubectl_executor import mcp_server
-from kubectl_executor.dispatcher import ToolCallResult, ToolCommandLineCodeResult, ToolError
+from kubectl_executor.boundary import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from kubectl_executor.errors import (
     InvalidInputError,
     NotFoundError,
@@ -36,16 +40,29 @@ from kubectl_executor.errors import (
     RemoteNotFoundError,
     TransferError,
 )
-from kubectl_executor.languages import DEFAULT_EXECUTION_POLICIES
-from kubectl_executor.mcp_server import (
+from kubectl_executor.executor import SCRATCH_STEM, BlockResult
+from kubectl_executor.languages import code_filename, filename_hint, resolve_language
+from kubectl_executor.mcp import (
+    DEFAULT_MAX_OUTPUT_BYTES,
+    DEFAULT_RUN_TIMEOUT,
     KubectlExecutorMcp,
     McpConfig,
+    RefusedError,
+    Sandbox,
     SessionRegistry,
     Workspace,
-    parse_listing,
+    models,
+    response_budget,
+    tools,
 )
-from kubectl_executor.protocol import ExecResult, OutputBudget, RunRequest
+from kubectl_executor.mcp import server as server_module
+from kubectl_executor.mcp.server import _fit, _only_client_gone, _SessionEndWatcher, cluster_problem
 from kubectl_executor.transfer import TransferLimits, pod_relative
+
+if sys.version_info >= (3, 11):
+    from builtins import BaseExceptionGroup
+else:  # pragma: no cover
+    from exceptiongroup import BaseExceptionGroup
 
 pytestmark = pytest.mark.anyio
 
@@ -57,33 +74,37 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class FakeExecutor:
-    """Stands in for KubernetesCommandLineCodeExecutor: a local directory is its pod's workspace.
+class FakeSandbox:
+    """Stands for the executor's public API (:class:`Sandbox`): a local directory is its pod's
+    workspace. ``run`` writes the code where the executor would (its name, or the hidden scratch
+    file) and runs it with the host's interpreter, unless a programmed result is queued in
+    ``results``; ``hold`` keeps a run in flight until it is set (or the run is cancelled)."""
 
-    ``_execute`` writes the request's code there and runs it with the host's interpreter (env and
-    timeout as asked); ``hold`` keeps a run in flight until it is set (or the run is cancelled)."""
-
-    def __init__(self, root: Path, *, timeout: int = 60, budget: int = 64 * 1024) -> None:
+    def __init__(self, root: Path, *, budget: int = 64 * 1024) -> None:
         self.root = root
-        self.work_dir = root
         self.pod_name = f"kx-fake{next(_names)}"
-        self.timeout = timeout
-        self.execution_policies = dict(DEFAULT_EXECUTION_POLICIES)
-        self._max_output_bytes = budget
-        self._extra_env: dict[str, str] = {"FROM_EXECUTOR": "yes"}
+        self.budget = budget
         self.start_error: BaseException | None = None
-        self.execute_error: BaseException | None = None
+        self.run_error: BaseException | None = None
         self.started = False
         self.stopped = threading.Event()
         self.cancelled = threading.Event()
         self.running = threading.Event()
         self.hold: threading.Event | None = None
-        self.requests: list[RunRequest] = []
+        self.runs: list[dict[str, Any]] = []
+        self.results: deque[BlockResult] = deque()
         self.installs: list[tuple[str, str]] = []
         self.calls: list[tuple[dict[str, Any], str, str | None, str, float | None]] = []
         self.call_replies: list[ToolCommandLineCodeResult] = []
 
-    # lifecycle
+    @property
+    def work_dir(self) -> Path:
+        return self.root
+
+    @property
+    def max_output_bytes(self) -> int:
+        return self.budget
+
     def start(self) -> None:
         if self.start_error is not None:
             raise self.start_error
@@ -101,65 +122,81 @@ class FakeExecutor:
             self.hold.set()
         return True
 
-    # running
-    def _execute(self, request: RunRequest, callback: Any) -> ExecResult:
-        self.requests.append(request)
+    def run(
+        self,
+        code: str,
+        language: str,
+        *,
+        timeout: float | None = None,
+        env: Mapping[str, str] | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
+        keep_file: bool = False,
+    ) -> BlockResult:
+        self.runs.append({"code": code, "language": language, "timeout": timeout, "env": dict(env or {})})
         self.running.set()
         if self.hold is not None:
             self.hold.wait(30)
-        if self.execute_error is not None:
-            raise self.execute_error
-        path = self.root / request.path
+        if self.run_error is not None:
+            raise self.run_error
+        if self.results:
+            return self.results.popleft()
+        lang = resolve_language(language)
+        if lang is None or lang.runner is None:
+            raise InvalidInputError(f"unsupported language {language!r}")
+        keep = filename_hint(code) is not None
+        name = code_filename(code, lang) if keep else f"{SCRATCH_STEM}.{lang.extension}"
+        path = self.root / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(request.code)
-        if request.runner is None:
-            return ExecResult(0, b"", b"", False, False, [])
-        interpreter = {"python": [sys.executable], "sh": ["sh"], "bash": ["bash"]}[request.runner]
-        env = {
+        path.write_text(code)
+        interpreter = {"python": [sys.executable], "sh": ["sh"], "bash": ["bash"]}[lang.runner]
+        run_env = {
             "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            **request.env,
+            **(env or {}),
         }
-        try:
-            done = subprocess.run(
-                [*interpreter, str(path)],
-                cwd=self.root,
-                env=env,
-                capture_output=True,
-                timeout=request.timeout,
-                check=False,
-            )
-        except subprocess.TimeoutExpired as exc:
-            return ExecResult(124, exc.stdout or b"", exc.stderr or b"", True, False, [])
-        out, err = OutputBudget(self._max_output_bytes), OutputBudget(self._max_output_bytes)
-        out(done.stdout)
-        err(done.stderr)
-        note = "full output in the pod at /tmp/kx-logs/n.*"
-        logs = ["/tmp/kx-logs/n.out", "/tmp/kx-logs/n.err"] if out.truncated or err.truncated else []
-        return ExecResult(
-            done.returncode, out.value(note), err.value(note), False, out.truncated or err.truncated, logs
+        done = subprocess.run(
+            [*interpreter, str(path)],
+            cwd=self.root,
+            env=run_env,
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+        if on_output is not None and done.stdout:
+            on_output("stdout", done.stdout)
+        cut = len(done.stdout) > self.budget
+        out = (
+            done.stdout[: self.budget // 2] + b"\n[... cut ...]\n" + done.stdout[-16:] if cut else done.stdout
+        )
+        return BlockResult(
+            done.returncode,
+            out.decode(errors="replace"),
+            done.stderr.decode(errors="replace"),
+            truncated=cut,
+            log_files=("/tmp/kx-logs/n.out", "/tmp/kx-logs/n.err") if cut else (),
+            file=f"{self.root}/{name}" if keep else None,
         )
 
-    # files
-    def upload_file_content(self, path: str, content: bytes | str, *, timeout: float | None = None) -> str:
-        _, rel = pod_relative(path, [str(self.root)])
+    def upload_file_content(
+        self, relative_path: str, content: str | bytes, *, timeout: float | None = None
+    ) -> str:
+        _, rel = pod_relative(relative_path, [str(self.root)])
         target = self.root / rel
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(content if isinstance(content, bytes) else content.encode())
         return f"{self.root}/{rel}"
 
-    def download_file(self, remote: str, local: Path, *, limits: TransferLimits | None = None) -> Path:
-        _, rel = pod_relative(remote, [str(self.root), "/tmp/kx-logs"])
+    def download_file(
+        self, remote_path: str, local_path: Path, *, limits: TransferLimits | None = None
+    ) -> Path:
+        _, rel = pod_relative(remote_path, [str(self.root), "/tmp/kx-logs"])
         source = self.root / rel
         if not source.exists():
             raise RemoteNotFoundError(f"{rel!r} does not exist in pod {self.pod_name}")
-        if not source.is_file():
-            raise TransferError(f"{rel!r} is not a regular file")
         if limits is not None and source.stat().st_size > limits.max_total_bytes:
             raise TransferError(f"the download exceeds {limits.max_total_bytes} bytes")
-        shutil.copyfile(source, local)
-        return local
+        shutil.copyfile(source, local_path)
+        return local_path
 
-    # tool functions
     def install_pod_dispatcher(self, *, default_module: str, runner_filename: str) -> str:
         self.installs.append((default_module, runner_filename))
         return f"{self.root}/{runner_filename}"
@@ -172,270 +209,303 @@ class FakeExecutor:
         module: str | None = None,
         runner_script: str = "executor.py",
         timeout: float | None = None,
+        on_output: Callable[[str, bytes], None] | None = None,
     ) -> ToolCommandLineCodeResult:
         self.calls.append((arguments, func_name, module, runner_script, timeout))
         return self.call_replies.pop(0)
 
 
+def as_sandbox(sb: FakeSandbox) -> Sandbox:
+    """The fake, typed as the interface it stands for (mypy checks that it conforms)."""
+    return sb
+
+
 @pytest.fixture
-def make_fake(tmp_path: Path) -> Callable[..., FakeExecutor]:
-    def make(**kwargs: Any) -> FakeExecutor:
-        return FakeExecutor(tmp_path / f"pod{next(_names)}", **kwargs)
+def make_fake(tmp_path: Path) -> Callable[..., FakeSandbox]:
+    def make(**kwargs: Any) -> FakeSandbox:
+        return FakeSandbox(tmp_path / f"pod{next(_names)}", **kwargs)
 
     return make
 
 
 @pytest.fixture
-def fake(make_fake: Callable[..., FakeExecutor]) -> FakeExecutor:
-    ex = make_fake()
-    ex.start()
-    return ex
+def fake(make_fake: Callable[..., FakeSandbox]) -> FakeSandbox:
+    sb = make_fake()
+    sb.start()
+    return sb
 
 
-def as_executor(ex: FakeExecutor) -> Any:
-    return ex
+# -- the tool functions ----------------------------------------------------------------------------
 
 
-# -- the tool functions --------------------------------------------------------------------------
-
-
-def test_run_code_exit_codes_are_results(fake: FakeExecutor) -> None:
-    ok = mcp_server.run_code(as_executor(fake), "python", "print('hi')", 30)
-    failed = mcp_server.run_code(
-        as_executor(fake), "Python", "import sys\nprint('x', file=sys.stderr)\nsys.exit(3)", 30
+def test_run_code_exit_codes_are_results_and_no_file_is_kept(fake: FakeSandbox) -> None:
+    ok = tools.run_code(as_sandbox(fake), "python", "print('hi')", 30)
+    failed = tools.run_code(
+        as_sandbox(fake), "python", "import sys\nprint('no', file=sys.stderr)\nsys.exit(3)", 30
     )
 
-    assert (ok.exit_code, ok.stdout, ok.stderr, ok.timed_out) == (0, "hi\n", "", False)
-    assert (failed.exit_code, failed.stderr) == (3, "x\n")
-    assert ok.pod == fake.pod_name
-    assert ok.file is not None and ok.file.startswith(f"{fake.root}/tmp_code_") and ok.file.endswith(".py")
-    assert fake.requests[-1].timeout == 30.0
-    assert fake.requests[-1].env == {"FROM_EXECUTOR": "yes"}  # the executor's env travels with every run
+    assert (ok.exit_code, ok.stdout, ok.file, ok.pod) == (0, "hi\n", None, fake.pod_name)
+    assert (failed.exit_code, failed.stderr) == (3, "no\n")
+    assert fake.runs[-1]["timeout"] == 30
+    assert sorted(p.name for p in fake.root.iterdir()) == [f"{SCRATCH_STEM}.py"]  # hidden, replaced each run
 
 
-def test_run_code_filename_hint_and_shell(fake: FakeExecutor) -> None:
-    result = mcp_server.run_code(
-        as_executor(fake), "bash", "# filename: scripts/hello.sh\necho $((6 * 7))", 30
+def test_run_code_keeps_the_file_its_first_line_names(fake: FakeSandbox) -> None:
+    result = tools.run_code(as_sandbox(fake), "sh", "# filename: job.sh\necho ran", 30)
+
+    assert result.file == f"{fake.root}/job.sh" and result.stdout == "ran\n"
+    assert (fake.root / "job.sh").exists()
+
+
+def test_timed_out_and_save_only_results(fake: FakeSandbox) -> None:
+    fake.results.append(BlockResult(124, "started\n", "", timed_out=True))
+    fake.results.append(
+        BlockResult(0, "Code saved to /w/tmp_code_x.html\n", "", file="/w/tmp_code_x.html", executed=False)
     )
 
-    assert result.stdout == "42\n"
-    assert result.file == f"{fake.root}/scripts/hello.sh"
-    assert (fake.root / "scripts/hello.sh").exists()
+    slow = tools.run_code(as_sandbox(fake), "python", "import time; time.sleep(99)", 1)
+    saved = tools.run_code(as_sandbox(fake), "html", "<p>hi</p>", 30)
+
+    assert (slow.exit_code, slow.timed_out) == (124, True)
+    assert models.render_run(slow).startswith("exit code 124 (timed out)")
+    assert (saved.file, saved.stdout) == ("/w/tmp_code_x.html", "Code saved to /w/tmp_code_x.html\n")
 
 
-def test_run_code_quiets_pip_in_shell_blocks(fake: FakeExecutor) -> None:
-    mcp_server.run_code(as_executor(fake), "sh", "pip install requests >/dev/null 2>&1 || true", 30)
+def test_truncation_note_names_the_cap_and_the_log(make_fake: Callable[..., FakeSandbox]) -> None:
+    sb = make_fake(budget=1024)
+    sb.start()
+    result = tools.run_code(as_sandbox(sb), "python", "print('x' * 5000)", 30)
 
-    assert b"pip install -qqq requests" in fake.requests[-1].code
-
-
-def test_run_code_timeout_is_124_with_timed_out(fake: FakeExecutor) -> None:
-    result = mcp_server.run_code(as_executor(fake), "python", "import time\ntime.sleep(30)", 1)
-
-    assert (result.exit_code, result.timed_out) == (124, True)
-    assert "(timed out)" in mcp_server.render_run(result)
-
-
-def test_run_code_save_only_languages(fake: FakeExecutor) -> None:
-    result = mcp_server.run_code(as_executor(fake), "html", "<p>hi</p>", 30)
-
-    assert result.exit_code == 0
-    assert result.stdout.startswith("Code saved to ")
-    assert fake.requests[-1].runner is None
-
-
-def test_run_code_refuses_unknown_language_and_bad_file_names(fake: FakeExecutor) -> None:
-    with pytest.raises(mcp_server.ToolError, match="unsupported language 'cobol'"):
-        mcp_server.run_code(as_executor(fake), "cobol", "DISPLAY 'HI'.", 30)
-    with pytest.raises(InvalidInputError, match="escapes"):
-        mcp_server.run_code(as_executor(fake), "python", "# filename: ../evil.py\nprint(1)", 30)
-    assert fake.requests == []
-
-
-def test_truncation_note_names_the_budget_and_the_log(make_fake: Callable[..., FakeExecutor]) -> None:
-    ex = make_fake(budget=1024)
-    ex.start()
-
-    result = mcp_server.run_code(as_executor(ex), "python", "print('x' * 5000)", 30)
-
-    assert result.truncated
+    assert result.truncated and len(result.stdout) < 1200
     assert result.truncation_note is not None
-    assert "1024 bytes" in result.truncation_note and "/tmp/kx-logs/n.out" in result.truncation_note
-    assert "bytes omitted" in result.stdout
-    assert "note: output over 1024 bytes" in mcp_server.render_run(result)
-
-
-def test_run_file_runs_the_existing_file_by_extension(fake: FakeExecutor) -> None:
-    fake.upload_file_content("pkg/job.py", b"import sys\nprint('job', sys.argv[0])\nsys.exit(5)\n")
-
-    result = mcp_server.run_file(as_executor(fake), "pkg/job.py", None, 30)
-
-    assert result.exit_code == 5
-    assert result.stdout == f"job {fake.root}/pkg/job.py\n"
-    assert result.file == f"{fake.root}/pkg/job.py"
-    request = fake.requests[-1]
-    assert request.runner == "sh" and request.code == mcp_server.RUN_FILE_SCRIPT.encode()  # fixed text
-    assert request.env["KX_MCP_FILE"] == f"{fake.root}/pkg/job.py"
-    assert (fake.root / "pkg/job.py").read_bytes().startswith(b"import sys")  # not rewritten
-
-
-def test_run_file_language_override_and_refusals(fake: FakeExecutor) -> None:
-    fake.upload_file_content("job.txt", b"echo from-sh\n")
-
-    assert mcp_server.run_file(as_executor(fake), "job.txt", "sh", 30).stdout == "from-sh\n"
-    with pytest.raises(mcp_server.ToolError, match="from its extension"):
-        mcp_server.run_file(as_executor(fake), "job.txt", None, 30)
-    with pytest.raises(mcp_server.ToolError, match=r"no such file in the workspace: missing\.py"):
-        mcp_server.run_file(as_executor(fake), "missing.py", None, 30)
-    with pytest.raises(InvalidInputError, match="escapes"):
-        mcp_server.run_file(as_executor(fake), "../x.py", None, 30)
-
-
-def test_upload_download_round_trip_of_every_byte_value(fake: FakeExecutor) -> None:
-    data = bytes(range(256)) * 4
-    up = mcp_server.upload_file(
-        as_executor(fake), "bin/all.bin", base64.b64encode(data).decode(), None, 10_000
+    assert (
+        "1024 bytes per stream" in result.truncation_note and "/tmp/kx-logs/n.out" in result.truncation_note
     )
-    down = mcp_server.download_file(as_executor(fake), "bin/all.bin", 10_000)
-
-    assert up.size == down.size == len(data)
-    assert up.sha256 == down.sha256 == hashlib.sha256(data).hexdigest()
-    assert base64.b64decode(down.content_base64) == data
-    assert down.text is None  # not UTF-8
-    assert "binary content" in mcp_server.render_download(down)
+    assert "note: output over 1024 bytes" in models.render_run(result)
 
 
-def test_upload_text_and_download_text(fake: FakeExecutor) -> None:
-    mcp_server.upload_file(as_executor(fake), "notes/ü.txt", None, "grüße\n", 1000)
+def test_run_file_runs_the_existing_file_by_extension(fake: FakeSandbox) -> None:
+    (fake.root / "pkg").mkdir()
+    (fake.root / "pkg" / "job.py").write_text("import os\nprint(os.getcwd())\n")
 
-    down = mcp_server.download_file(as_executor(fake), "notes/ü.txt", 1000)
+    result = tools.run_file(as_sandbox(fake), "pkg/job.py", None, 30)
 
-    assert down.text == "grüße\n"
-    assert down.path == f"{fake.root}/notes/ü.txt"
-
-
-def test_upload_refusals(fake: FakeExecutor) -> None:
-    with pytest.raises(mcp_server.ToolError, match="exactly one"):
-        mcp_server.upload_file(as_executor(fake), "a", None, None, 100)
-    with pytest.raises(mcp_server.ToolError, match="exactly one"):
-        mcp_server.upload_file(as_executor(fake), "a", "YQ==", "a", 100)
-    with pytest.raises(mcp_server.ToolError, match="not valid base64"):
-        mcp_server.upload_file(as_executor(fake), "a", "not base64!", None, 100)
-    with pytest.raises(mcp_server.ToolError, match="over the upload cap of 10 bytes"):
-        mcp_server.upload_file(as_executor(fake), "a", None, "x" * 11, 10)
-    with pytest.raises(mcp_server.ToolError, match="upload cap of 10 bytes"):
-        mcp_server.upload_file(as_executor(fake), "a", base64.b64encode(b"x" * 40).decode(), None, 10)
-    assert not (fake.root / "a").exists()
+    assert (result.exit_code, result.stdout) == (0, f"{fake.root}\n")
+    run = fake.runs[-1]
+    assert (run["language"], run["code"]) == (
+        "sh",
+        tools.RUN_FILE_SCRIPT,
+    )  # fixed text; the path is in the env
+    assert run["env"] == {"KX_MCP_FILE": f"{fake.root}/pkg/job.py", "KX_MCP_RUNNER": "python"}
 
 
-def test_download_refusals(fake: FakeExecutor) -> None:
-    fake.upload_file_content("big.bin", b"x" * 100)
+def test_run_file_language_override_and_refusals(fake: FakeSandbox) -> None:
+    (fake.root / "job.txt").write_text("echo from-sh\n")
 
-    with pytest.raises(mcp_server.ToolError, match="larger than the download cap of 50 bytes"):
-        mcp_server.download_file(as_executor(fake), "big.bin", 50)
-    with pytest.raises(mcp_server.ToolError, match="no such file in the workspace: nope"):
-        mcp_server.download_file(as_executor(fake), "nope", 50)
+    assert tools.run_file(as_sandbox(fake), "job.txt", "sh", 30).stdout == "from-sh\n"
+    with pytest.raises(RefusedError, match="from its extension"):
+        tools.run_file(as_sandbox(fake), "job.txt", None, 30)
+    with pytest.raises(RefusedError, match=r"no such file in the workspace: missing\.py"):
+        tools.run_file(as_sandbox(fake), "missing.py", None, 30)
+    with pytest.raises(RefusedError, match="cannot run 'cobol' files"):
+        tools.run_file(as_sandbox(fake), "job.txt", "cobol", 30)
+    with pytest.raises(InvalidInputError, match="escapes the workspace"):
+        tools.run_file(as_sandbox(fake), "../x.py", None, 30)
 
 
-def test_list_files_runs_the_listing_script(fake: FakeExecutor) -> None:
-    fake.upload_file_content("a.txt", b"12345")
-    fake.upload_file_content("sub/b.py", b"x")
-    fake.upload_file_content("sub/deeper/c.txt", b"abc")
-    fake.upload_file_content("name with spaces.txt", b"")
-    os.symlink("a.txt", fake.root / "link")
-    (fake.root / ".kx-mcp").mkdir()
-    (fake.root / ".kx-tool-runner.py").write_text("")
+def test_upload_refusals(fake: FakeSandbox) -> None:
+    with pytest.raises(RefusedError, match="exactly one"):
+        tools.upload_file(as_sandbox(fake), "a", None, None, 100)
+    with pytest.raises(RefusedError, match="exactly one"):
+        tools.upload_file(as_sandbox(fake), "a", "YQ==", "a", 100)
+    with pytest.raises(RefusedError, match="not valid base64"):
+        tools.upload_file(as_sandbox(fake), "a", "not base64!", None, 100)
+    with pytest.raises(RefusedError, match="over the upload cap of 10 bytes"):
+        tools.upload_file(as_sandbox(fake), "a", None, "x" * 11, 10)
+    with pytest.raises(RefusedError, match="upload cap of 10 bytes"):
+        tools.upload_file(as_sandbox(fake), "a", base64.b64encode(b"x" * 40).decode(), None, 10)
 
-    flat = mcp_server.list_files(as_executor(fake), ".", False, 100)
-    deep = mcp_server.list_files(as_executor(fake), "sub", True, 100)
 
-    assert [(e.path, e.type, e.size) for e in flat.entries] == [
-        ("a.txt", "file", 5),
-        ("link", "link", None),
-        ("name with spaces.txt", "file", 0),
-        ("sub", "dir", None),
+def test_download_refusals(fake: FakeSandbox) -> None:
+    (fake.root / "big.bin").write_bytes(b"x" * 100)
+
+    with pytest.raises(RefusedError, match="larger than the server's download cap of 50 bytes"):
+        tools.fetch_file(as_sandbox(fake), "big.bin", 50)
+    with pytest.raises(RefusedError, match="no such file in the workspace: nope"):
+        tools.fetch_file(as_sandbox(fake), "nope", 50)
+    copy = tools.fetch_file(as_sandbox(fake), "big.bin", 1000)
+    with pytest.raises(RefusedError, match="offset 100 is outside"):
+        tools.file_range(copy, 100, None, 1000, "p")
+    with pytest.raises(RefusedError, match="length must be >= 1"):
+        tools.file_range(copy, 0, 0, 1000, "p")
+
+
+def ranges(copy: tools.FileCopy, budget: int, length: int | None = None) -> list[tools.Reply]:
+    """Every range of ``copy``, following next_offset."""
+    out, offset = [], 0
+    while True:
+        reply = tools.file_range(copy, offset, length, budget, "pod")
+        out.append(reply)
+        if reply.result.next_offset is None:
+            return out
+        offset = reply.result.next_offset
+
+
+def block_bytes(block: TextContent | EmbeddedResource) -> bytes:
+    if isinstance(block, TextContent):
+        return block.text.encode()
+    return base64.b64decode(block.resource.blob)  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("name", "data"),
+    [
+        ("all.bin", bytes(range(256)) * 40),
+        # multi-byte characters cut at range ends, and control characters that JSON escapes 6-fold
+        ("text.txt", ('grüße 🚀 \x01\x02"\\ \n' * 500).encode()),
+    ],
+)
+def test_ranged_downloads_fit_the_budget_and_reassemble(fake: FakeSandbox, name: str, data: bytes) -> None:
+    (fake.root / name).write_bytes(data)
+    copy = tools.fetch_file(as_sandbox(fake), name, 10**6)
+    budget = 6000
+
+    parts = ranges(copy, budget)
+
+    assert len(parts) > 3
+    assert b"".join(block_bytes(p.blocks[0]) for p in parts) == data
+    for p in parts:
+        (block,) = p.blocks  # the bytes travel once: not in the structured result too
+        assert not _fit(p, budget).is_error  # the whole response, as sent, fits
+        assert len(pydantic_core.to_json(block.model_dump(by_alias=True, exclude_none=True))) <= budget
+        assert set(p.result.model_dump()) >= {"offset", "length", "next_offset", "sha256", "encoding"}
+        assert p.result.sha256 == hashlib.sha256(data).hexdigest() and p.result.size == len(data)
+    assert parts[0].result.encoding == ("base64" if name.endswith(".bin") else "text")
+    assert isinstance(parts[0].blocks[0], EmbeddedResource if name.endswith(".bin") else TextContent)
+
+
+def test_a_range_inside_a_character_is_refused_and_length_is_honoured(fake: FakeSandbox) -> None:
+    (fake.root / "u.txt").write_text("ü" * 10)
+    copy = tools.fetch_file(as_sandbox(fake), "u.txt", 1000)
+
+    with pytest.raises(RefusedError, match="inside a UTF-8 character"):
+        tools.file_range(copy, 1, None, 1000, "p")
+    three = tools.file_range(copy, 0, 3, 1000, "p")  # 3 bytes: one and a half characters -> one
+    assert (three.result.length, three.result.next_offset, three.blocks[0].text) == (2, 2, "ü")  # type: ignore[union-attr]
+    assert "call again with offset=2" in three.text
+
+
+def test_a_result_over_the_budget_is_a_tool_error_not_a_dropped_session() -> None:
+    result = models.RunResult(exit_code=0, stdout="x" * 5000, stderr="")
+    reply = tools.Reply(result, "x" * 5000)
+
+    fits = _fit(reply, 20_000)
+    too_big = _fit(reply, 4000)
+
+    assert not fits.is_error and fits.structured_content is not None
+    assert too_big.is_error and "over the 4000 bytes" in too_big.content[0].text  # type: ignore[union-attr]
+
+
+def test_budgets_come_from_the_clients_limits() -> None:
+    assert response_budget("stdio") < 10 * 1024 * 1024  # the TypeScript SDK's stdio buffer
+    assert response_budget("sse") < 1024 * 1024  # the Python SDK's and fastmcp's SSE event cap
+    assert response_budget("json") == response_budget("stdio")
+    assert McpConfig().http_transport == "sse" and McpConfig(json_response=True).http_transport == "json"
+
+
+def test_list_files_runs_the_listing_script_and_hides_the_servers_files(fake: FakeSandbox) -> None:
+    (fake.root / "sub" / "deep").mkdir(parents=True)
+    (fake.root / "a.txt").write_text("hello")
+    (fake.root / "sub" / "b.bin").write_bytes(b"\0" * 7)
+    (fake.root / "sub" / "deep" / "c").write_text("")
+    (fake.root / "sub" / "link").symlink_to("../a.txt")
+    for own in (f"{SCRATCH_STEM}.py", tools.TOOL_RUNNER_FILE, ".kx-logs"):
+        (fake.root / own).write_text("")
+
+    flat = tools.list_files(as_sandbox(fake), ".", False, 100)
+    deep = tools.list_files(as_sandbox(fake), "sub", True, 100)
+
+    assert [(e.path, e.type, e.size) for e in flat.entries] == [("a.txt", "file", 5), ("sub", "dir", None)]
+    assert [(e.path, e.type) for e in deep.entries] == [
+        ("b.bin", "file"),
+        ("deep", "dir"),
+        ("deep/c", "file"),
+        ("link", "link"),
     ]
-    assert [e.path for e in deep.entries] == ["b.py", "deeper", "deeper/c.txt"]
-    assert not flat.truncated
-    assert fake.requests[-1].code == mcp_server.LIST_SCRIPT.encode()  # fixed text; the path is in the env
-    assert fake.requests[-1].env["KX_MCP_DIR"] == f"{fake.root}/sub"
-    assert "sub/" in mcp_server.render_list(flat)
+    assert fake.runs[-1]["code"] == tools.LIST_SCRIPT  # fixed text; the path is in the env
+    assert fake.runs[-1]["env"]["KX_MCP_DIR"] == f"{fake.root}/sub"
+    assert "sub/" in models.render_list(flat)
 
 
-def test_list_files_caps_the_entries(fake: FakeExecutor) -> None:
+def test_list_files_caps_the_entries_and_refuses_what_is_not_a_directory(fake: FakeSandbox) -> None:
     for i in range(5):
-        fake.upload_file_content(f"f{i}", b"")
+        (fake.root / f"f{i}").write_text("")
+    (fake.root / "a.txt").write_text("x")
 
-    listed = mcp_server.list_files(as_executor(fake), ".", False, 3)
+    listed = tools.list_files(as_sandbox(fake), ".", False, 3)
 
     assert len(listed.entries) == 3 and listed.truncated
-
-
-def test_list_files_refusals(fake: FakeExecutor) -> None:
-    fake.upload_file_content("a.txt", b"1")
-
-    with pytest.raises(mcp_server.ToolError, match="no such directory in the workspace: nope"):
-        mcp_server.list_files(as_executor(fake), "nope", False, 10)
-    with pytest.raises(mcp_server.ToolError, match=r"not a directory: a\.txt"):
-        mcp_server.list_files(as_executor(fake), "a.txt", False, 10)
+    with pytest.raises(RefusedError, match="no such directory in the workspace: nope"):
+        tools.list_files(as_sandbox(fake), "nope", False, 10)
+    with pytest.raises(RefusedError, match=r"not a directory: a\.txt"):
+        tools.list_files(as_sandbox(fake), "a.txt", False, 10)
     with pytest.raises(InvalidInputError, match="outside the workspace"):
-        mcp_server.list_files(as_executor(fake), "/etc", False, 10)
+        tools.list_files(as_sandbox(fake), "/etc", False, 10)
 
 
 def test_parse_listing_keeps_whole_records_of_a_cut_head() -> None:
-    records = b"".join(b"file\x0012\x00name%d\x00" % i for i in range(10))
-    cut = records[:40] + b"\n[... 999 bytes omitted; full output in the pod ...]\n" + records[-20:]
+    records = b"file\x003\x00a.txt\x00dir\x00\x00sub\x00file\x001\x00long-na"
+    cut = records + b"\n[... 100 bytes cut ...]\nrest"
 
-    entries, more = parse_listing(cut, True)
+    entries, more = tools.parse_listing(cut, True)
 
-    assert [e.path for e in entries] == ["name0", "name1"]
-    assert more
+    assert [e.path for e in entries] == ["a.txt", "sub"] and more
 
 
 def call_reply(**fields: Any) -> ToolCommandLineCodeResult:
-    tool = fields.pop("tool", None)
-    base = {"exit_code": 0, "output": "", "stdout": "", "stderr": ""}
-    return ToolCommandLineCodeResult(**{**base, **fields}, tool_result=tool)
+    base: dict[str, Any] = {"exit_code": 0, "output": "", "code_file": "/w/r.py", "stdout": "", "stderr": ""}
+    return ToolCommandLineCodeResult(**{**base, **fields})
 
 
-def test_call_function_returns_the_value_and_installs_the_runner_once(fake: FakeExecutor) -> None:
-    value = ToolCallResult(
-        module="tools", function="add", status="returned", value=3, value_is_json=True, stdout="adding\n"
-    )
-    fake.call_replies = [call_reply(stdout="adding\n3\n", tool=value), call_reply(tool=value)]
+def test_call_function_returns_the_value_and_installs_the_runner_once(fake: FakeSandbox) -> None:
+    tool = ToolCallResult(status="returned", value=3, value_is_json=True, stdout="adding\n", stderr="")
+    fake.call_replies += [call_reply(tool_result=tool), call_reply(tool_result=tool)]
 
-    first = mcp_server.call_function(as_executor(fake), "tools", "add", {"a": 1, "b": 2}, 30, install=True)
-    mcp_server.call_function(as_executor(fake), "tools", "add", {"a": 1, "b": 2}, 30, install=False)
+    first = tools.call_function(as_sandbox(fake), "tools", "add", {"a": 1, "b": 2}, 30, True)
+    tools.call_function(as_sandbox(fake), "tools", "add", {"a": 1, "b": 2}, 30, False)
 
-    assert (first.status, first.value, first.stdout, first.exit_code) == ("returned", 3, "adding\n", 0)
-    assert fake.installs == [("tools", mcp_server.TOOL_RUNNER_FILE)]
-    assert fake.calls[0] == ({"a": 1, "b": 2}, "add", "tools", mcp_server.TOOL_RUNNER_FILE, 30)
-    assert "returned: 3" in mcp_server.render_run(first)
+    assert (first.status, first.value, first.stdout) == ("returned", 3, "adding\n")
+    assert fake.installs == [("tools", tools.TOOL_RUNNER_FILE)]
+    assert fake.calls[0] == ({"a": 1, "b": 2}, "add", "tools", tools.TOOL_RUNNER_FILE, 30)
+    assert "returned: 3" in models.render_run(first)
 
 
-def test_call_function_reports_what_the_function_raised(fake: FakeExecutor) -> None:
-    raised = ToolCallResult(
-        status="raised",
-        error=ToolError(type="KeyError", message="'x'", traceback="Traceback ...\nKeyError: 'x'"),
-    )
-    fake.call_replies = [call_reply(exit_code=1, stderr="Traceback ...", tool=raised)]
+def test_call_function_reports_what_the_function_raised(fake: FakeSandbox) -> None:
+    error = ToolError(type="KeyError", message="'x'", traceback="Traceback ...\nKeyError: 'x'")
+    tool = ToolCallResult(status="raised", error=error, stdout="", stderr="")
+    fake.call_replies.append(call_reply(exit_code=1, tool_result=tool))
 
-    result = mcp_server.call_function(as_executor(fake), "tools", "bad", {}, 30, install=True)
+    result = tools.call_function(as_sandbox(fake), "tools", "bad", {}, 30, True)
 
-    assert (result.exit_code, result.status) == (1, "raised")
+    assert (result.status, result.exit_code) == ("raised", 1)
     assert result.error is not None and result.error.type == "KeyError"
-    assert "raised KeyError: 'x'" in mcp_server.render_run(result)
-    assert "--- traceback ---\nTraceback ...\nKeyError: 'x'" in mcp_server.render_run(result)
+    assert "raised KeyError: 'x'" in models.render_run(result)
+    assert "--- traceback ---\nTraceback ...\nKeyError: 'x'" in models.render_run(result)
 
 
-def test_call_function_reinstalls_a_removed_runner_and_calls_again(fake: FakeExecutor) -> None:
-    missing = call_reply(exit_code=2, stderr="kubectl-executor: no tool runner at /w/.kx-tool-runner.py: ...")
-    fake.call_replies = [missing, call_reply(stdout="ok\n")]
+def test_call_function_reinstalls_a_removed_runner_and_calls_again(fake: FakeSandbox) -> None:
+    missing = call_reply(
+        exit_code=2, stderr="no tool runner at /w/.kx-tool-runner.py: call install_pod_dispatcher()"
+    )
+    fake.call_replies += [
+        missing,
+        call_reply(tool_result=ToolCallResult(status="returned", stdout="", stderr="")),
+    ]
 
-    result = mcp_server.call_function(as_executor(fake), "tools", "f", {}, 30, install=False)
+    result = tools.call_function(as_sandbox(fake), "tools", "f", {}, 30, False)
 
-    assert result.exit_code == 0 and result.status is None
-    assert fake.installs == [("tools", mcp_server.TOOL_RUNNER_FILE)]
+    assert result.status == "returned"
+    assert fake.installs == [("tools", tools.TOOL_RUNNER_FILE)]
     assert len(fake.calls) == 2
 
 
@@ -452,17 +522,50 @@ def test_call_function_reinstalls_a_removed_runner_and_calls_again(fake: FakeExe
         (RuntimeError("boom"), "internal error (RuntimeError): boom"),
     ],
 )
-def test_tool_error_messages(error: Exception, expected: str) -> None:
-    assert expected in str(mcp_server.tool_error(error))
+def test_error_messages(error: Exception, expected: str) -> None:
+    assert expected in server_module.error_text(error)
 
 
-def test_config_validation() -> None:
+def test_config_validation_and_the_default_run_timeout() -> None:
     with pytest.raises(InvalidInputError, match="NetworkPolicy"):
         McpConfig(pool_size=1, executor_kwargs={"network_policy": True})
     with pytest.raises(InvalidInputError, match="'pod_name' is the MCP server's"):
         McpConfig(executor_kwargs={"pod_name": "x"})
     with pytest.raises(InvalidInputError, match="idle_timeout"):
         McpConfig(idle_timeout=-1)
+    with pytest.raises(InvalidInputError, match="progress_interval"):
+        McpConfig(progress_interval=0)
+
+    assert McpConfig().run_timeout == DEFAULT_RUN_TIMEOUT < 60  # below the TypeScript SDK's request timeout
+    assert McpConfig(executor_kwargs={"timeout": 90}).run_timeout == 90
+
+
+def test_no_cluster_configured_is_known_without_running_kubectl(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".kube").mkdir(parents=True)
+
+    assert cluster_problem({}, {"HOME": str(home)}) == server_module.NO_CLUSTER
+    assert cluster_problem({}, {}) == server_module.NO_CLUSTER
+    assert cluster_problem({}, {"KUBECONFIG": ":"}) == server_module.NO_CLUSTER
+    assert cluster_problem({}, {"KUBECONFIG": "/etc/kube.yaml"}) is None
+    assert cluster_problem({"kubeconfig": "/k"}, {}) is None
+    assert cluster_problem({"remote_control_plane": "https://api"}, {}) is None
+    assert cluster_problem({}, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) is None
+    (home / ".kube" / "config").write_text("apiVersion: v1\n")
+    assert cluster_problem({}, {"HOME": str(home)}) is None
+
+
+async def test_with_no_cluster_a_call_fails_at_once_and_says_what_to_set() -> None:
+    server = KubectlExecutorMcp(McpConfig(), environ={})
+    try:
+        async with Client(server.mcp, mode="legacy") as client:
+            result = await client.call_tool("run_code", {"language": "sh", "code": "true"})
+    finally:
+        server.close()
+
+    assert result.is_error
+    assert "no cluster configured: set KUBECONFIG in the server's env" in result.content[0].text  # type: ignore[union-attr]
+    assert len(server.sessions) == 0  # no session, no executor, no kubectl
 
 
 # -- sessions --------------------------------------------------------------------------------------
@@ -477,20 +580,20 @@ class Clock:
 
 
 def registry(
-    make_fake: Callable[..., FakeExecutor], made: list[FakeExecutor], **kwargs: Any
+    make_fake: Callable[..., FakeSandbox], made: list[FakeSandbox], **kwargs: Any
 ) -> SessionRegistry:
-    def factory() -> Any:
-        ex = make_fake()
-        made.append(ex)
-        return ex
+    def factory() -> Sandbox:
+        sb = make_fake()
+        made.append(sb)
+        return sb
 
     kwargs.setdefault("idle_timeout", 60)
     kwargs.setdefault("max_sessions", 4)
     return SessionRegistry(factory, **kwargs)
 
 
-async def test_pod_is_made_lazily_and_once_per_session(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
+async def test_pod_is_made_lazily_and_once_per_session(make_fake: Callable[..., FakeSandbox]) -> None:
+    made: list[FakeSandbox] = []
     reg = registry(make_fake, made)
 
     ws = reg.acquire("a")
@@ -504,21 +607,45 @@ async def test_pod_is_made_lazily_and_once_per_session(make_fake: Callable[..., 
     assert made[0].stopped.is_set()
 
 
-async def test_sessions_get_separate_pods_and_are_limited(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
-    reg = registry(make_fake, made, max_sessions=2)
+def test_at_max_sessions_the_least_recently_used_idle_pod_is_reclaimed(
+    make_fake: Callable[..., FakeSandbox],
+) -> None:
+    made: list[FakeSandbox] = []
+    clock = Clock()
+    reg = registry(make_fake, made, clock=clock, max_sessions=2)
+    old, recent = reg.acquire("old"), reg.acquire("recent")
+    old.ensure()
+    recent.ensure()
+    reg.release(old)
+    clock.now += 1
+    reg.release(recent)
 
-    a, b = reg.acquire("a"), reg.acquire("b")
-    pods = {(await a.run(lambda w: w.ensure())).pod_name, (await b.run(lambda w: w.ensure())).pod_name}
+    new = reg.acquire("new")  # a third session: the idle one used least recently gives up its pod
 
-    assert len(pods) == 2
-    with pytest.raises(mcp_server.ToolError, match=r"too many MCP sessions with a pod \(2\)"):
-        reg.acquire("c")
+    assert made[0].stopped.wait(10) and not made[1].stopped.is_set()
+    assert reg.get("old") is None and reg.get("recent") is recent and reg.get("new") is new
+    assert new.notice is None
+    reg.release(new)
+    clock.now += 1
+    reg.release(reg.acquire("recent"))
+    clock.now += 1
+    back = reg.acquire("old")  # it comes back: told, and (on its first call) a fresh pod
+    assert back.notice is not None and "reclaimed for another session" in back.notice
+    assert reg.get("new") is None  # now the least recently used idle one
     reg.close_all()
 
 
-def test_idle_sessions_are_reaped_busy_ones_are_not(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
+def test_when_every_session_is_busy_a_new_one_is_refused(make_fake: Callable[..., FakeSandbox]) -> None:
+    reg = registry(make_fake, [], max_sessions=1)
+    reg.acquire("busy")
+
+    with pytest.raises(RefusedError, match="all 1 MCP sessions with a pod are busy"):
+        reg.acquire("other")
+    reg.close_all()
+
+
+def test_idle_sessions_are_reaped_busy_ones_are_not(make_fake: Callable[..., FakeSandbox]) -> None:
+    made: list[FakeSandbox] = []
     clock = Clock()
     reg = registry(make_fake, made, clock=clock, idle_timeout=60)
     idle, busy = reg.acquire("idle"), reg.acquire("busy")
@@ -539,7 +666,7 @@ def test_idle_sessions_are_reaped_busy_ones_are_not(make_fake: Callable[..., Fak
     reg.close_all()
 
 
-def test_idle_timeout_zero_never_reaps(make_fake: Callable[..., FakeExecutor]) -> None:
+def test_idle_timeout_zero_never_reaps(make_fake: Callable[..., FakeSandbox]) -> None:
     clock = Clock()
     reg = registry(make_fake, [], clock=clock, idle_timeout=0)
     reg.release(reg.acquire("a"))
@@ -549,49 +676,56 @@ def test_idle_timeout_zero_never_reaps(make_fake: Callable[..., FakeExecutor]) -
     reg.close_all()
 
 
-def test_reaper_thread_reaps_without_being_asked(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
-    reg = registry(make_fake, made, idle_timeout=0.2)
+def test_the_reaper_thread_reaps_on_its_own(make_fake: Callable[..., FakeSandbox]) -> None:
+    made: list[FakeSandbox] = []
+    clock = Clock()
+    rounds: list[float] = []
+
+    def wait(seconds: float) -> bool:  # one round of the reaper per call, an hour later each time
+        rounds.append(seconds)
+        clock.now += 3600
+        return len(rounds) > 1
+
+    reg = registry(make_fake, made, clock=clock, idle_timeout=60, wait=wait)
     ws = reg.acquire("a")
     ws.ensure()
     reg.release(ws)
 
     reg.start_reaper()
-    try:
-        assert made[0].stopped.wait(10)
-    finally:
-        reg.close_all()
-    assert reg.get("a") is None
+
+    assert made[0].stopped.wait(10)
+    reg.close_all()
+    assert reg.get("a") is None and rounds[0] == 15.0
 
 
 def test_end_of_session_deletes_the_pod_even_with_a_run_in_flight(
-    make_fake: Callable[..., FakeExecutor],
+    make_fake: Callable[..., FakeSandbox],
 ) -> None:
-    made: list[FakeExecutor] = []
+    made: list[FakeSandbox] = []
     reg = registry(make_fake, made)
     ws = reg.acquire("a")
-    ex = ws.ensure()
-    ex.hold = threading.Event()
-    worker = threading.Thread(target=lambda: mcp_server.run_code(ex, "sh", "true", 30))  # type: ignore[arg-type]
+    sb = ws.ensure()
+    made[0].hold = threading.Event()
+    worker = threading.Thread(target=lambda: tools.run_code(sb, "sh", "true", 30))
     worker.start()
-    assert ex.running.wait(10)
+    assert made[0].running.wait(10)
 
     reg.end("a", wait=True)
 
-    assert ex.stopped.is_set()
+    assert made[0].stopped.is_set()
     worker.join(10)
-    with pytest.raises(mcp_server.ToolError, match="session has ended"):
+    with pytest.raises(RefusedError, match="session has ended"):
         ws.ensure()
 
 
-def test_a_start_failure_leaves_no_executor_behind(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
+def test_a_start_failure_leaves_no_sandbox_behind(make_fake: Callable[..., FakeSandbox]) -> None:
+    made: list[FakeSandbox] = []
 
-    def factory() -> Any:
-        ex = make_fake()
-        ex.start_error = PodStartError("kx-x", "ErrImagePull", "no such image")
-        made.append(ex)
-        return ex
+    def factory() -> Sandbox:
+        sb = make_fake()
+        sb.start_error = PodStartError("kx-x", "ErrImagePull", "no such image")
+        made.append(sb)
+        return sb
 
     ws = Workspace("a", factory)
     with pytest.raises(PodStartError):
@@ -600,49 +734,49 @@ def test_a_start_failure_leaves_no_executor_behind(make_fake: Callable[..., Fake
     assert made[0].stopped.is_set() and ws.pod_name is None
 
 
-async def test_a_cancelled_call_stops_the_run_in_the_pod(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
+async def test_a_cancelled_call_stops_the_run_in_the_pod(make_fake: Callable[..., FakeSandbox]) -> None:
+    made: list[FakeSandbox] = []
     reg = registry(make_fake, made)
     ws = reg.acquire("a")
-    ex = await ws.run(lambda w: w.ensure())
-    ex.hold = threading.Event()
+    await ws.run(lambda w: w.ensure())
+    made[0].hold = threading.Event()
 
     async with anyio.create_task_group() as tg:
 
         async def call() -> None:
-            await ws.run(lambda w: mcp_server.run_code(w.ensure(), "sh", "true", 30))
+            await ws.run(lambda w: tools.run_code(w.ensure(), "sh", "true", 30))
 
         tg.start_soon(call)
-        await anyio.to_thread.run_sync(ex.running.wait, 10)
+        await anyio.to_thread.run_sync(made[0].running.wait, 10)
         tg.cancel_scope.cancel()
 
-    assert await anyio.to_thread.run_sync(ex.cancelled.wait, 10)
+    assert await anyio.to_thread.run_sync(made[0].cancelled.wait, 10)
     reg.close_all()
 
 
-async def test_one_session_blocking_does_not_block_another(make_fake: Callable[..., FakeExecutor]) -> None:
-    made: list[FakeExecutor] = []
+async def test_one_session_blocking_does_not_block_another(make_fake: Callable[..., FakeSandbox]) -> None:
+    made: list[FakeSandbox] = []
     reg = registry(make_fake, made)
     slow, fast = reg.acquire("slow"), reg.acquire("fast")
-    slow_ex = await slow.run(lambda w: w.ensure())
-    slow_ex.hold = threading.Event()
+    await slow.run(lambda w: w.ensure())
+    hold = made[0].hold = threading.Event()
 
     async with anyio.create_task_group() as tg:
-        tg.start_soon(slow.run, lambda w: mcp_server.run_code(w.ensure(), "sh", "true", 30))
-        await anyio.to_thread.run_sync(slow_ex.running.wait, 10)
-        quick = await fast.run(lambda w: mcp_server.run_code(w.ensure(), "sh", "echo quick", 30))
+        tg.start_soon(slow.run, lambda w: tools.run_code(w.ensure(), "sh", "true", 30))
+        await anyio.to_thread.run_sync(made[0].running.wait, 10)
+        quick = await fast.run(lambda w: tools.run_code(w.ensure(), "sh", "echo quick", 30))
         assert quick.stdout == "quick\n"
-        assert not slow_ex.hold.is_set()  # the slow run was still in flight
-        slow_ex.hold.set()
+        assert not hold.is_set()  # the slow run was still in flight
+        hold.set()
     reg.close_all()
 
 
-async def test_a_call_into_an_ended_session_is_a_tool_error(make_fake: Callable[..., FakeExecutor]) -> None:
+async def test_a_call_into_an_ended_session_is_a_tool_error(make_fake: Callable[..., FakeSandbox]) -> None:
     reg = registry(make_fake, [])
     ws = reg.acquire("a")
     reg.end("a", wait=True)
 
-    with pytest.raises(mcp_server.ToolError, match="session has ended"):
+    with pytest.raises(RefusedError, match="session has ended"):
         await ws.run(lambda w: w.ensure())
 
 
@@ -662,28 +796,31 @@ def test_building_the_server_leaves_logging_alone() -> None:
 
 @pytest.fixture
 def server_and_pods(
-    make_fake: Callable[..., FakeExecutor],
-) -> Iterator[tuple[KubectlExecutorMcp, list[FakeExecutor]]]:
-    made: list[FakeExecutor] = []
+    make_fake: Callable[..., FakeSandbox],
+) -> Iterator[tuple[KubectlExecutorMcp, list[FakeSandbox]]]:
+    made: list[FakeSandbox] = []
 
-    def factory() -> Any:
-        ex = make_fake(timeout=7)
-        made.append(ex)
-        return ex
+    def factory() -> Sandbox:
+        sb = make_fake()
+        made.append(sb)
+        return sb
 
-    server = KubectlExecutorMcp(McpConfig(max_file_bytes=4096, max_timeout=100), executor_factory=factory)
+    config = McpConfig(
+        max_file_bytes=4096, max_timeout=100, executor_kwargs={"timeout": 7}, progress_interval=0.01
+    )
+    server = KubectlExecutorMcp(config, executor_factory=factory)
     yield server, made
     server.close()
 
 
-async def test_tools_and_their_schemas(
-    server_and_pods: tuple[KubectlExecutorMcp, list[FakeExecutor]],
+async def test_tools_their_schemas_titles_and_descriptions(
+    server_and_pods: tuple[KubectlExecutorMcp, list[FakeSandbox]],
 ) -> None:
     server, made = server_and_pods
     async with Client(server.mcp, mode="legacy") as client:
-        tools = {t.name: t for t in (await client.list_tools()).tools}
+        listed = {t.name: t for t in (await client.list_tools()).tools}
 
-    assert set(tools) == {
+    assert set(listed) == {
         "run_code",
         "run_file",
         "upload_file",
@@ -692,45 +829,58 @@ async def test_tools_and_their_schemas(
         "list_files",
         "reset_workspace",
     }
-    run = tools["run_code"]
+    for tool in listed.values():
+        assert tool.title and tool.description
+        assert "\n" not in tool.description and "  " not in tool.description  # no docstring indentation
+    run = listed["run_code"]
+    assert "default timeout is 7 s" in str(run.description)
+    assert f"{DEFAULT_MAX_OUTPUT_BYTES // 1024} KiB per stream" in str(run.description)
+    assert "progress" in str(run.description)
     assert run.input_schema["required"] == ["language", "code"]
+    assert run.input_schema["properties"]["timeout"]["description"].startswith("seconds before")
     assert {"exit_code", "stdout", "stderr", "timed_out", "truncation_note"} <= set(
         run.output_schema["properties"]
     )
-    assert {"content_base64", "text"} <= set(tools["upload_file"].input_schema["properties"])
-    assert {"status", "value", "error"} <= set(tools["call_function"].output_schema["properties"])
-    assert (
-        tools["download_file"].annotations is not None and tools["download_file"].annotations.read_only_hint
-    )
+    assert {"content_base64", "text"} <= set(listed["upload_file"].input_schema["properties"])
+    assert {"offset", "length"} <= set(listed["download_file"].input_schema["properties"])
+    assert "content_base64" not in listed["download_file"].output_schema["properties"]  # the bytes come once
+    assert {"status", "value", "error"} <= set(listed["call_function"].output_schema["properties"])
+    annotations = listed["download_file"].annotations
+    assert annotations is not None and annotations.read_only_hint
     assert made == []  # listing tools makes no pod
 
 
 async def test_calls_through_the_client(
-    server_and_pods: tuple[KubectlExecutorMcp, list[FakeExecutor]],
+    server_and_pods: tuple[KubectlExecutorMcp, list[FakeSandbox]],
 ) -> None:
     server, made = server_and_pods
     async with Client(server.mcp, mode="legacy") as client:
         three = await client.call_tool(
             "run_code", {"language": "python", "code": "import sys; print(1); sys.exit(3)"}
         )
-        slow = await client.call_tool("run_code", {"language": "sh", "code": "echo hi", "timeout": 5})
+        quick = await client.call_tool("run_code", {"language": "sh", "code": "echo hi", "timeout": 5})
         too_long = await client.call_tool("run_code", {"language": "sh", "code": "true", "timeout": 101})
+        cobol = await client.call_tool("run_code", {"language": "cobol", "code": "x"})
         bad = await client.call_tool("upload_file", {"path": "../x", "text": "a"})
         up = await client.call_tool("upload_file", {"path": "d/x.txt", "text": "hello"})
         listing = await client.call_tool("list_files", {"path": "d"})
+        root = await client.call_tool("list_files", {})
         reset = await client.call_tool("reset_workspace", {})
         after = await client.call_tool("list_files", {})
 
     assert not three.is_error
     assert three.structured_content is not None and three.structured_content["exit_code"] == 3
     assert three.content[0].text.startswith("exit code 3")  # type: ignore[union-attr]
-    assert made[0].requests[0].timeout == 7.0  # the executor's default
-    assert slow.structured_content is not None and made[0].requests[1].timeout == 5.0
+    assert made[0].runs[0]["timeout"] == 7  # the server's default
+    assert quick.structured_content is not None and made[0].runs[1]["timeout"] == 5
     assert too_long.is_error and "between 1 and 100 seconds" in too_long.content[0].text  # type: ignore[union-attr]
+    assert cobol.is_error and "unsupported language 'cobol'" in cobol.content[0].text  # type: ignore[union-attr]
     assert bad.is_error and "escapes the workspace" in bad.content[0].text  # type: ignore[union-attr]
     assert up.structured_content is not None and up.structured_content["size"] == 5
     assert listing.structured_content is not None
     assert [e["path"] for e in listing.structured_content["entries"]] == ["x.txt"]
+    assert root.structured_content is not None
+    assert [e["path"] for e in root.structured_content["entries"]] == ["d"]  # no scratch files of the runs
     assert (
         reset.structured_content is not None and reset.structured_content["deleted_pod"] == made[0].pod_name
     )
@@ -740,17 +890,69 @@ async def test_calls_through_the_client(
     assert made[1].stopped.is_set()  # the session ended with the client: its pod is gone
 
 
+async def test_downloads_through_the_client_carry_the_bytes_once(
+    server_and_pods: tuple[KubectlExecutorMcp, list[FakeSandbox]],
+) -> None:
+    server, _ = server_and_pods
+    data = bytes(range(256)) * 4
+    async with Client(server.mcp, mode="legacy") as client:
+        await client.call_tool(
+            "upload_file", {"path": "b.bin", "content_base64": base64.b64encode(data).decode()}
+        )
+        await client.call_tool("upload_file", {"path": "t.txt", "text": "grüße\n"})
+        binary = await client.call_tool("download_file", {"path": "b.bin"})
+        text = await client.call_tool("download_file", {"path": "t.txt"})
+        tail = await client.call_tool("download_file", {"path": "b.bin", "offset": 1000})
+        missing = await client.call_tool("download_file", {"path": "nope"})
+
+    assert binary.structured_content is not None and text.structured_content is not None
+    assert (
+        binary.structured_content["encoding"] == "base64" and binary.structured_content["next_offset"] is None
+    )
+    (summary, blob) = binary.content
+    assert isinstance(blob, EmbeddedResource) and base64.b64decode(blob.resource.blob) == data  # type: ignore[union-attr]
+    assert "b.bin: bytes 0-1024 of 1024" in summary.text  # type: ignore[union-attr]
+    assert text.content[1].text == "grüße\n"  # type: ignore[union-attr]
+    assert str(data[:32]) not in json.dumps(binary.structured_content)
+    assert tail.structured_content is not None and tail.structured_content["length"] == 24
+    assert missing.is_error and "no such file in the workspace: nope" in missing.content[0].text  # type: ignore[union-attr]
+
+
+async def test_progress_is_reported_while_a_run_goes_on(
+    server_and_pods: tuple[KubectlExecutorMcp, list[FakeSandbox]],
+) -> None:
+    server, made = server_and_pods
+    seen: list[tuple[float, str | None]] = []
+    async with Client(server.mcp, mode="legacy") as client:
+        await client.call_tool("run_code", {"language": "sh", "code": "true"})  # the pod is up
+        made[0].hold = hold = threading.Event()
+
+        async def progress(value: float, total: float | None, message: str | None) -> None:
+            seen.append((value, message))
+            if len(seen) >= 2:
+                hold.set()  # the run ends only once progress has been reported
+
+        result = await client.call_tool(
+            "run_code", {"language": "sh", "code": "echo done"}, progress_callback=progress
+        )
+        quiet = await client.call_tool("run_code", {"language": "sh", "code": "true"})
+
+    assert not result.is_error and result.structured_content is not None
+    assert result.structured_content["stdout"] == "done\n"
+    assert len(seen) >= 2 and seen[0][0] < seen[1][0]  # increasing, as the protocol asks
+    assert seen[0][1] is not None and seen[0][1].startswith("running")
+    assert not quiet.is_error
+
+
 async def test_cluster_errors_are_tool_errors_and_the_server_keeps_serving(
-    server_and_pods: tuple[KubectlExecutorMcp, list[FakeExecutor]],
+    server_and_pods: tuple[KubectlExecutorMcp, list[FakeSandbox]],
 ) -> None:
     server, made = server_and_pods
     async with Client(server.mcp, mode="legacy") as client:
         await client.call_tool("run_code", {"language": "sh", "code": "true"})
-        made[0].execute_error = OutcomeUnknownError("the stream dropped")
+        made[0].run_error = OutcomeUnknownError("the stream dropped")
         lost = await client.call_tool("run_code", {"language": "sh", "code": "true"})
-        made[0].execute_error = NotFoundError(
-            ["kubectl", "exec"], 1, 'pods "kx" not found', "pods kx not found"
-        )
+        made[0].run_error = NotFoundError(["kubectl", "exec"], 1, 'pods "kx" not found', "pods kx not found")
         gone = await client.call_tool("run_code", {"language": "sh", "code": "true"})
         fresh = await client.call_tool("run_code", {"language": "sh", "code": "echo again"})
 
@@ -761,11 +963,11 @@ async def test_cluster_errors_are_tool_errors_and_the_server_keeps_serving(
     assert fresh.structured_content["pod"] == made[1].pod_name
 
 
-async def test_a_pod_that_cannot_start_is_a_tool_error(make_fake: Callable[..., FakeExecutor]) -> None:
-    def factory() -> Any:
-        ex = make_fake()
-        ex.start_error = PodStartError("kx-1", "ErrImagePull", "image nope:1 not found")
-        return ex
+async def test_a_pod_that_cannot_start_is_a_tool_error(make_fake: Callable[..., FakeSandbox]) -> None:
+    def factory() -> Sandbox:
+        sb = make_fake()
+        sb.start_error = PodStartError("kx-1", "ErrImagePull", "image nope:1 not found")
+        return sb
 
     server = KubectlExecutorMcp(executor_factory=factory)
     try:
@@ -793,10 +995,10 @@ def test_session_keys_stdio_and_http() -> None:
         Ctx.request_context.request = request  # type: ignore[attr-defined]
         return Ctx()
 
-    assert mcp_server.session_key(ctx(None)) == "stdio"
-    assert mcp_server.session_key(ctx(Request({"mcp-session-id": "abc"}))) == "http:abc"
-    with pytest.raises(mcp_server.ToolError, match="no MCP session"):
-        mcp_server.session_key(ctx(Request({})))  # the 2026-07-28 era over HTTP has no sessions
+    assert server_module.session_key(ctx(None)) == "stdio"
+    assert server_module.session_key(ctx(Request({"mcp-session-id": "abc"}))) == "http:abc"
+    with pytest.raises(RefusedError, match="no MCP session"):
+        server_module.session_key(ctx(Request({})))  # the 2026-07-28 era over HTTP has no sessions
 
 
 async def test_discover_is_refused_over_http_only() -> None:
@@ -807,11 +1009,11 @@ async def test_discover_is_refused_over_http_only() -> None:
     async def call_next(ctx: Any) -> str:
         return "served"
 
-    with pytest.raises(mcp_server.MCPError, match="initialize handshake"):
-        await mcp_server._sessions_need_handshake(Ctx(), call_next)
+    with pytest.raises(MCPError, match="initialize handshake"):
+        await server_module._sessions_need_handshake(Ctx(), call_next)
     stdio = Ctx()
     stdio.request = None
-    assert await mcp_server._sessions_need_handshake(stdio, call_next) == "served"
+    assert await server_module._sessions_need_handshake(stdio, call_next) == "served"
 
 
 async def test_an_accepted_delete_ends_the_session() -> None:
@@ -822,7 +1024,7 @@ async def test_an_accepted_delete_ends_the_session() -> None:
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    watcher = mcp_server._SessionEndWatcher(app, ended.append)
+    watcher = _SessionEndWatcher(app, ended.append)
     sent: list[Any] = []
 
     async def send(message: Any) -> None:
@@ -837,6 +1039,16 @@ async def test_an_accepted_delete_ends_the_session() -> None:
 
     assert ended == ["s1"]
     assert len(sent) == 6  # every response went through
+
+
+def test_a_client_gone_is_told_apart_from_a_crash() -> None:
+    gone = BaseExceptionGroup(
+        "tg", [BrokenPipeError(), BaseExceptionGroup("inner", [anyio.ClosedResourceError()])]
+    )
+
+    assert _only_client_gone(gone) and _only_client_gone(anyio.BrokenResourceError())
+    assert not _only_client_gone(BaseExceptionGroup("tg", [BrokenPipeError(), RuntimeError("bug")]))
+    assert not _only_client_gone(ValueError())
 
 
 # -- packaging and the command line ----------------------------------------------------------------
@@ -858,7 +1070,7 @@ def test_importing_the_library_does_not_import_mcp() -> None:
 def test_without_the_sdk_the_import_error_says_how_to_install_it() -> None:
     done = run_python(
         "import sys\nsys.modules['mcp'] = None\n"
-        "try:\n    import kubectl_executor.mcp_server\nexcept ImportError as e:\n    print(e)\n"
+        "try:\n    import kubectl_executor.mcp\nexcept ImportError as e:\n    print(e)\n"
     )
 
     assert "pip install 'kubectl-executor[mcp]'" in done.stdout, done.stderr
@@ -874,22 +1086,14 @@ def test_cli_mcp_builds_the_server_from_flags_and_env(
 
     monkeypatch.setattr(KubectlExecutorMcp, "serve_stdio", fake_serve)
     monkeypatch.setattr(cli_module, "_close_on_sigterm", lambda close: seen.setdefault("sigterm", close))
-    env = {"KUBECTL_EXECUTOR_NAMESPACE": "sandbox", "KUBECTL_EXECUTOR_MCP_POOL_SIZE": "2"}
+    env = {"KUBECTL_EXECUTOR_NAMESPACE": "sandbox", "KUBECTL_EXECUTOR_MCP_POOL_SIZE": "2", "KUBECONFIG": "/k"}
     result = CliRunner().invoke(
         cli_module.cli,
         [
             "mcp",
-            *(
-                "--kubectl",
-                fake_kubectl,
-                "--image",
-                "python:3.12-slim",
-                "--idle-timeout",
-                "5m",
-                "--memory-limit",
-                "1Gi",
-            ),
-            *("--timeout", "9", "--env", "A=b", "--no-hardened", "--max-file-bytes", "2048"),
+            *("--kubectl", fake_kubectl, "--image", "python:3.12-slim", "--idle-timeout", "5m"),
+            *("--memory-limit", "1Gi", "--env", "A=b", "--no-hardened", "--max-file-bytes", "2048"),
+            *("--json-response", "--progress-interval", "2"),
         ],
         env=env,
     )
@@ -898,13 +1102,34 @@ def test_cli_mcp_builds_the_server_from_flags_and_env(
     config: McpConfig = seen["config"]
     kwargs = dict(config.executor_kwargs)
     assert (config.idle_timeout, config.pool_size, config.max_file_bytes) == (300.0, 2, 2048)
-    assert (
-        kwargs["namespace"] == "sandbox" and kwargs["image"] == "python:3.12-slim" and kwargs["timeout"] == 9
-    )
+    assert (config.json_response, config.progress_interval) == (True, 2.0)
+    assert kwargs["namespace"] == "sandbox" and kwargs["image"] == "python:3.12-slim"
+    assert kwargs["timeout"] == DEFAULT_RUN_TIMEOUT  # not given: below the clients' request timeouts
     assert kwargs["resources"].memory_limit == "1Gi" and kwargs["hardened"] is False
     assert kwargs["env_vars"] == [{"key": "A", "value": "b"}]
-    assert kwargs["max_output_bytes"] == mcp_server.DEFAULT_MAX_OUTPUT_BYTES
+    assert kwargs["max_output_bytes"] == DEFAULT_MAX_OUTPUT_BYTES
     assert "network_policy" not in kwargs
+    assert (
+        "kubectl-executor mcp " in result.stderr
+        and "pods of python:3.12-slim in namespace sandbox" in result.stderr
+    )
+    assert "run timeout 45s" in result.stderr and "no cluster configured" not in result.stderr
+
+
+def test_cli_mcp_warns_at_start_up_when_no_cluster_is_configured(
+    monkeypatch: pytest.MonkeyPatch, fake_kubectl: str, tmp_path: Path
+) -> None:
+    monkeypatch.setattr(KubectlExecutorMcp, "serve_stdio", lambda self: None)
+    monkeypatch.setattr(cli_module, "_close_on_sigterm", lambda close: None)
+    for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBECTL_EXECUTOR_KUBECONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+
+    result = CliRunner().invoke(cli_module.cli, ["mcp", "--kubectl", fake_kubectl, "--timeout", "9"])
+
+    assert result.exit_code == 0, result.output
+    assert "warning: no cluster configured: set KUBECONFIG in the server's env" in result.stderr
+    assert "run timeout 9s" in result.stderr
 
 
 def test_cli_mcp_usage_errors_fail_at_start_up(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -1,0 +1,46 @@
+"""MCP server: the executor as tools for any agent host that speaks the Model Context Protocol.
+
+``kubectl-executor mcp`` (optional extra ``kubectl-executor[mcp]``, built on the official MCP
+Python SDK) serves over stdio (one client per process) or streamable HTTP (one MCP session per
+``Mcp-Session-Id``). Each MCP session gets ONE pod, created on its first tool call and deleted
+when the session ends (stdin closes, the client sends DELETE, the server shuts down), idles out,
+or is reclaimed for a new session at ``max_sessions``. A server killed with SIGKILL leaves pods
+labelled with its pid, which ``kubectl-executor gc`` deletes.
+
+Layout: :mod:`.config` (options, the response budgets from the clients' limits), :mod:`.models`
+(results and their text), :mod:`.tools` (the blocking work, through the executor's public API),
+:mod:`.sessions` (a pod per session), :mod:`.server` (the tool table, progress, the transports).
+"""
+
+try:
+    import mcp.server.mcpserver  # noqa: F401  (the SDK, an optional extra)
+except ImportError as exc:  # pragma: no cover - exercised in a subprocess without the SDK
+    raise ImportError(
+        "the kubectl-executor MCP server needs the MCP Python SDK: pip install 'kubectl-executor[mcp]'"
+    ) from exc
+
+from .config import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RUN_TIMEOUT, McpConfig, response_budget
+from .models import CallResult, DownloadResult, FileEntry, ListResult, ResetResult, RunResult, UploadResult
+from .server import KubectlExecutorMcp, session_key
+from .sessions import SessionRegistry, Workspace
+from .tools import RefusedError, Sandbox
+
+__all__ = [
+    "DEFAULT_MAX_OUTPUT_BYTES",
+    "DEFAULT_RUN_TIMEOUT",
+    "CallResult",
+    "DownloadResult",
+    "FileEntry",
+    "KubectlExecutorMcp",
+    "ListResult",
+    "McpConfig",
+    "RefusedError",
+    "ResetResult",
+    "RunResult",
+    "Sandbox",
+    "SessionRegistry",
+    "UploadResult",
+    "Workspace",
+    "response_budget",
+    "session_key",
+]

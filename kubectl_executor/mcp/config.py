@@ -1,0 +1,100 @@
+"""The MCP server's options and the response budgets derived from its clients' limits.
+
+Every response is built to fit the smallest limit of the clients a transport serves:
+
+* stdio: the TypeScript SDK reads messages into a 10 MiB buffer (a larger message closes the
+  client, and with it the session, the pod and the workspace);
+* streamable HTTP with server-sent events: the Python SDK's and fastmcp's clients refuse events over
+  1 MiB (their default);
+* streamable HTTP with JSON responses (``json_response``): no event limit, so the stdio budget;
+  but then nothing is sent before the result, so no progress notifications either.
+
+A response is budgeted below the limit by a fixed envelope allowance (the JSON-RPC frame, the SSE
+framing and the result's metadata); what does not fit is a tool error, never a dropped session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ..errors import InvalidInputError
+
+DEFAULT_RUN_TIMEOUT = 45
+"""Seconds a run may take unless the call says otherwise: below the TypeScript SDK's 60 s default
+request timeout, so that the client gets exit code 124 rather than timing out itself."""
+DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024
+DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
+DEFAULT_PROGRESS_INTERVAL = 5.0
+
+STDIO_MESSAGE_LIMIT = 10 * 1024 * 1024
+SSE_EVENT_LIMIT = 1024 * 1024
+ENVELOPE = 32 * 1024
+
+Transport = Literal["stdio", "sse", "json"]
+
+_LIMITS: dict[Transport, int] = {
+    "stdio": STDIO_MESSAGE_LIMIT,
+    "sse": SSE_EVENT_LIMIT,
+    "json": STDIO_MESSAGE_LIMIT,
+}
+
+
+def response_budget(transport: Transport) -> int:
+    """The largest serialized result (bytes of JSON) that every client of ``transport`` accepts."""
+    return _LIMITS[transport] - ENVELOPE
+
+
+@dataclass(frozen=True)
+class McpConfig:
+    """What the server needs besides the tools: executor options and its own limits.
+
+    ``executor_kwargs`` go to :class:`~kubectl_executor.KubernetesCommandLineCodeExecutor` (``start``
+    and ``pool`` are the server's). ``idle_timeout`` 0 keeps idle sessions' pods until the session
+    ends. ``max_file_bytes`` caps an upload and the file a ranged download reads from.
+    ``progress_interval`` is how often a call in progress reports (clients that reset their
+    request timeout on progress then wait as long as the run needs).
+    """
+
+    executor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    idle_timeout: float = 600.0
+    pool_size: int = 0
+    max_sessions: int = 16
+    max_file_bytes: int = DEFAULT_MAX_FILE_BYTES
+    max_timeout: int = 600
+    max_list_entries: int = 1000
+    progress_interval: float = DEFAULT_PROGRESS_INTERVAL
+    json_response: bool = False
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout < 0:
+            raise InvalidInputError("idle_timeout must be >= 0 seconds (0: never)")
+        if self.pool_size < 0:
+            raise InvalidInputError("pool_size must be >= 0")
+        if self.max_sessions < 1:
+            raise InvalidInputError("max_sessions must be >= 1")
+        if self.max_file_bytes < 1:
+            raise InvalidInputError("max_file_bytes must be >= 1")
+        if self.max_timeout < 1:
+            raise InvalidInputError("max_timeout must be >= 1 second")
+        if self.progress_interval <= 0:
+            raise InvalidInputError("progress_interval must be > 0 seconds")
+        if self.pool_size and self.executor_kwargs.get("network_policy"):
+            raise InvalidInputError("a warm pool's pods have no NetworkPolicy: do not combine the two")
+        for key in ("start", "pool", "pod_name", "attach", "shared_resources"):
+            if key in self.executor_kwargs:
+                raise InvalidInputError(f"executor option {key!r} is the MCP server's to set")
+
+    @property
+    def run_timeout(self) -> int:
+        """The default timeout of a run (the executor's ``timeout`` if one was configured)."""
+        return int(self.executor_kwargs.get("timeout") or DEFAULT_RUN_TIMEOUT)
+
+    @property
+    def max_output_bytes(self) -> int:
+        return int(self.executor_kwargs.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
+
+    @property
+    def http_transport(self) -> Transport:
+        return "json" if self.json_response else "sse"

@@ -1,0 +1,758 @@
+"""The MCP server: one table of tools, one adapter that serves them all, sessions, progress, the
+two transports.
+
+Each tool is a :class:`ToolSpec`: its arguments (a pydantic model: the input schema), its result
+model (the output schema), and a blocking handler. :meth:`KubectlExecutorMcp._serve` does what
+every call needs: the session's workspace, its worker thread, progress notifications while the
+pod starts and the run goes on, the notice of a fresh pod, a pod that vanished, the size check
+against the connection's budget, and errors as tool errors (never a dropped session).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+import os
+import socket
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Generic, TypeVar
+
+import anyio
+from mcp.server.mcpserver import Context, MCPServer
+from mcp.shared.exceptions import MCPError
+from mcp.types import METHOD_NOT_FOUND, CallToolResult, TextContent, ToolAnnotations
+from pydantic import BaseModel, Field
+
+from .. import __version__
+from ..errors import (
+    ForbiddenError,
+    InvalidInputError,
+    KubectlExecutorError,
+    KubectlNotFoundError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PodStartError,
+    StartupTimeoutError,
+)
+from ..executor import KubernetesCommandLineCodeExecutor
+from ..kubectl import ClusterAccess, Kubectl
+from . import models, tools
+from .config import McpConfig, Transport, response_budget
+from .sessions import SandboxFactory, SessionRegistry, Workspace
+from .tools import RefusedError, Reply, Sandbox
+
+if TYPE_CHECKING:
+    from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+    from ..pool import WarmPool
+
+logger = logging.getLogger(__name__)
+
+STDIO_SESSION = "stdio"
+NO_CLUSTER = (
+    "no cluster configured: set KUBECONFIG in the server's env (the host starts MCP servers with a "
+    "minimal environment), or pass --kubeconfig / KUBECTL_EXECUTOR_KUBECONFIG"
+)
+
+INSTRUCTIONS = """\
+Runs code in a Kubernetes pod that belongs to this session: created on the first tool call, \
+deleted when the session ends or has been idle too long. Files persist between calls in the \
+workspace (the pod's working directory). A non-zero exit_code is the program's own result (124: it \
+timed out), not a tool failure. Tool errors mean the sandbox could not do what was asked."""
+
+A = TypeVar("A", bound=BaseModel)
+
+
+# -- the tools' arguments -------------------------------------------------------------------------
+
+Timeout = Annotated[
+    int | None, Field(description="seconds before the program is stopped (exit 124); default: the server's")
+]
+
+
+class RunCodeArgs(BaseModel):
+    language: Annotated[str, Field(description="python, bash, sh or pwsh")]
+    code: Annotated[
+        str, Field(description="the program; a first line '# filename: x.py' keeps it as that file")
+    ]
+    timeout: Timeout = None
+
+
+class RunFileArgs(BaseModel):
+    path: Annotated[str, Field(description="a file in the workspace (relative path)")]
+    timeout: Timeout = None
+    language: Annotated[
+        str | None, Field(description="python, bash, sh or pwsh; default: from the extension")
+    ] = None
+
+
+class UploadArgs(BaseModel):
+    path: Annotated[str, Field(description="where in the workspace (relative path)")]
+    content_base64: Annotated[str | None, Field(description="the bytes, base64 (binary-safe)")] = None
+    text: Annotated[str | None, Field(description="or: the content as text (written as UTF-8)")] = None
+
+
+class DownloadArgs(BaseModel):
+    path: Annotated[str, Field(description="a file in the workspace (relative path), or a run log it named")]
+    offset: Annotated[
+        int, Field(description="first byte to return (from a previous range's next_offset)")
+    ] = 0
+    length: Annotated[
+        int | None, Field(description="bytes to return at most; default: as many as fit in one response")
+    ] = None
+
+
+class CallArgs(BaseModel):
+    module: Annotated[str, Field(description="a module in the workspace, e.g. 'tools' for tools.py")]
+    function: Annotated[str, Field(description="the function's name")]
+    arguments: Annotated[dict[str, Any] | None, Field(description="keyword arguments (a JSON object)")] = None
+    timeout: Timeout = None
+
+
+class ListArgs(BaseModel):
+    path: Annotated[str, Field(description="a directory in the workspace")] = "."
+    recursive: Annotated[bool, Field(description="also list subdirectories' content")] = False
+
+
+class NoArgs(BaseModel):
+    pass
+
+
+# -- one call's context, as the handlers see it -----------------------------------------------------
+
+
+@dataclass
+class Call:
+    """What a handler needs: its session's workspace, the limits, and this connection's budget."""
+
+    ws: Workspace
+    config: McpConfig
+    budget: int
+
+    def sandbox(self) -> Sandbox:
+        return self.ws.ensure()
+
+    def timeout(self, asked: int | None) -> int:
+        if asked is None:
+            return self.config.run_timeout
+        if asked < 1 or asked > self.config.max_timeout:
+            raise RefusedError(
+                f"timeout must be between 1 and {self.config.max_timeout} seconds, got {asked}"
+            )
+        return asked
+
+
+@dataclass(frozen=True)
+class ToolSpec(Generic[A]):
+    name: str
+    title: str
+    description: str
+    args: type[A]
+    result: type[models.PodResult]
+    handler: Callable[[Call, A], Reply]
+    annotations: ToolAnnotations
+    changes_files: bool = True  # a file copy kept for ranged downloads may be stale after it
+
+
+def _run_code(call: Call, a: RunCodeArgs) -> Reply:
+    r = tools.run_code(call.sandbox(), a.language, a.code, call.timeout(a.timeout), call.ws.on_output)
+    return Reply(r, models.render_run(r))
+
+
+def _run_file(call: Call, a: RunFileArgs) -> Reply:
+    r = tools.run_file(call.sandbox(), a.path, a.language, call.timeout(a.timeout), call.ws.on_output)
+    return Reply(r, models.render_run(r))
+
+
+def _upload(call: Call, a: UploadArgs) -> Reply:
+    r = tools.upload_file(call.sandbox(), a.path, a.content_base64, a.text, call.config.max_file_bytes)
+    return Reply(r, models.render_upload(r))
+
+
+def _download(call: Call, a: DownloadArgs) -> Reply:
+    sb = call.sandbox()
+    copy = call.ws.file_copy
+    if a.offset == 0 or copy is None or not _same_file(copy.path, a.path, str(sb.work_dir)):
+        copy = call.ws.file_copy = tools.fetch_file(sb, a.path, call.config.max_file_bytes)
+    return tools.file_range(copy, a.offset, a.length, call.budget, sb.pod_name)
+
+
+def _same_file(shown: str, asked: str, work_dir: str) -> bool:
+    return shown in (asked, f"{work_dir.rstrip('/')}/{asked.removeprefix('./')}")
+
+
+def _call_function(call: Call, a: CallArgs) -> Reply:
+    sb, seconds = call.sandbox(), call.timeout(a.timeout)
+    r = tools.call_function(
+        sb,
+        a.module,
+        a.function,
+        dict(a.arguments or {}),
+        seconds,
+        not call.ws.dispatcher_installed,
+        call.ws.on_output,
+    )
+    call.ws.dispatcher_installed = True
+    return Reply(r, models.render_run(r))
+
+
+def _list(call: Call, a: ListArgs) -> Reply:
+    r = tools.list_files(call.sandbox(), a.path, a.recursive, call.config.max_list_entries)
+    return Reply(r, models.render_list(r))
+
+
+def _reset(call: Call, a: NoArgs) -> Reply:
+    name = call.ws.discard()
+    call.ws.notice = None
+    message = (
+        f"pod {name} deleted; the next call starts a fresh pod"
+        if name
+        else "no pod yet; the next call starts a fresh one"
+    )
+    r = models.ResetResult(pod=None, deleted_pod=name, message=message)
+    return Reply(r, models.render_reset(r))
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n % (1024 * 1024) == 0 else f"{n // 1024} KiB"
+
+
+def tool_specs(config: McpConfig) -> list[ToolSpec[Any]]:
+    """The tools, their descriptions stating this server's limits."""
+    t, cap, top, every = (
+        config.run_timeout,
+        _size(config.max_output_bytes),
+        config.max_timeout,
+        config.progress_interval,
+    )
+    runs = (
+        f"The default timeout is {t} s (timeout: 1 to {top}); the exit code is the program's own result "
+        f"(124: stopped at the timeout). Output over {cap} per stream is cut to its head and tail, the "
+        "whole of it staying in the pod (truncation_note names the file: read it with download_file). "
+        f"While the pod starts and the program runs, progress is reported every {every:g} s to clients that "
+        "ask for it."
+    )
+    runs_ann = ToolAnnotations(destructive_hint=True, open_world_hint=True)
+    read_only = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+    writes = ToolAnnotations(destructive_hint=True, idempotent_hint=True, open_world_hint=False)
+    return [
+        ToolSpec(
+            "run_code",
+            "Run code in the sandbox",
+            "Run a program (python, bash, sh or pwsh) in this session's sandbox pod, in its workspace "
+            "directory; files persist between calls. No file is left behind unless the code's first line "
+            f"names one ('# filename: job.py'). {runs}",
+            RunCodeArgs,
+            models.RunResult,
+            _run_code,
+            runs_ann,
+        ),
+        ToolSpec(
+            "run_file",
+            "Run a workspace file",
+            f"Run a file that is already in the workspace (uploaded, or written by earlier code), with the "
+            f"interpreter its extension names (.py, .sh, .bash, .ps1) or the given language. {runs}",
+            RunFileArgs,
+            models.RunResult,
+            _run_file,
+            runs_ann,
+        ),
+        ToolSpec(
+            "upload_file",
+            "Write a file into the workspace",
+            "Write a file into the workspace, replacing it whole: content_base64 for any bytes, or text "
+            f"(written as UTF-8). At most {_size(config.max_file_bytes)}, and the request must fit in what "
+            "the connection accepts.",
+            UploadArgs,
+            models.UploadResult,
+            _upload,
+            writes,
+        ),
+        ToolSpec(
+            "download_file",
+            "Read a file from the workspace",
+            "Read a file from the workspace (or a run's full output log) in ranges that fit one response: "
+            "the bytes come once, as a text block when the file is UTF-8, else as an embedded resource "
+            "(base64). next_offset says where the next range starts (call again with offset=next_offset) "
+            f"and is null at the end; sha256 is the whole file's. Files up to {_size(config.max_file_bytes)}.",
+            DownloadArgs,
+            models.DownloadResult,
+            _download,
+            read_only,
+            changes_files=False,
+        ),
+        ToolSpec(
+            "call_function",
+            "Call a Python function in the sandbox",
+            "Call module.function(**arguments) in the pod (upload the module into the workspace first); "
+            f"returns its JSON value, or the exception it raised, and what it printed. {runs}",
+            CallArgs,
+            models.CallResult,
+            _call_function,
+            runs_ann,
+        ),
+        ToolSpec(
+            "list_files",
+            "List workspace files",
+            "List a directory of the workspace: paths, types and sizes (the server's own files are left "
+            f"out; at most {config.max_list_entries} entries).",
+            ListArgs,
+            models.ListResult,
+            _list,
+            read_only,
+            changes_files=False,
+        ),
+        ToolSpec(
+            "reset_workspace",
+            "Reset the sandbox",
+            "Delete this session's pod with all its files and processes; the next call starts a fresh one.",
+            NoArgs,
+            models.ResetResult,
+            _reset,
+            writes,
+        ),
+    ]
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+
+def error_text(exc: BaseException) -> str:
+    """A clear message for the model, whatever failed."""
+    if isinstance(exc, RefusedError):
+        return str(exc)
+    if isinstance(exc, OutcomeUnknownError):
+        return f"the result of this run was lost and the run was NOT repeated (it may or may not have run): {exc}"
+    if isinstance(exc, PodStartError):
+        return f"the sandbox pod cannot start: {exc.reason}: {exc.message}"
+    if isinstance(exc, StartupTimeoutError):
+        return f"the sandbox pod did not become ready in time: {exc}"
+    if isinstance(exc, KubectlNotFoundError):
+        return f"the server cannot reach the cluster: {exc}"
+    if isinstance(exc, ForbiddenError):
+        return f"the cluster refused (RBAC): {exc.message}"
+    if isinstance(exc, (InvalidInputError, TypeError, ValueError)):
+        return str(exc)
+    if isinstance(exc, KubectlExecutorError):
+        return f"{type(exc).__name__}: {exc}"
+    logger.error("unexpected error in a tool call", exc_info=exc)
+    return f"internal error ({type(exc).__name__}): {exc}"
+
+
+def _error(text: str) -> CallToolResult:
+    return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
+
+
+def cluster_problem(executor_kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+    """Why no cluster can be reached at all (nothing configured), else None. kubectl would fall
+    back to localhost:8080 and fail after its retries; this fails at once, saying what to set."""
+    if executor_kwargs.get("kubeconfig") or executor_kwargs.get("remote_control_plane"):
+        return None
+    if any(p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p):
+        return None
+    if environ.get("KUBERNETES_SERVICE_HOST"):  # in a pod: the service account
+        return None
+    home = environ.get("HOME")
+    if home and (Path(home) / ".kube" / "config").is_file():
+        return None
+    return NO_CLUSTER
+
+
+def session_key(ctx: Context) -> str:
+    """stdio serves one client per process; over HTTP the SDK's session id names the session."""
+    request = ctx.request_context.request
+    if request is None:
+        return STDIO_SESSION
+    headers = getattr(request, "headers", None)
+    session_id = headers.get("mcp-session-id") if headers is not None else None
+    if not session_id:
+        raise RefusedError(
+            "this request belongs to no MCP session (no Mcp-Session-Id): the server keeps one pod per "
+            "session, so connect with the initialize handshake"
+        )
+    return f"http:{session_id}"
+
+
+def _wants_progress(ctx: Context) -> bool:
+    meta: Any = ctx.request_context.meta
+    if meta is None:
+        return False
+    if isinstance(meta, Mapping):
+        return meta.get("progress_token", meta.get("progressToken")) is not None
+    return getattr(meta, "progress_token", None) is not None
+
+
+async def _sessions_need_handshake(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Over HTTP the 2026-07-28 era has no sessions: refuse its discovery, clients fall back."""
+    if ctx.method == "server/discover" and ctx.request is not None:
+        raise MCPError(
+            code=METHOD_NOT_FOUND,
+            message="kubectl-executor keeps one pod per MCP session: use the initialize handshake over HTTP",
+        )
+    return await call_next(ctx)
+
+
+# -- the server -------------------------------------------------------------------------------------
+
+
+class KubectlExecutorMcp:
+    """The MCP server: tools, sessions, optional warm pool, and the two transports."""
+
+    def __init__(
+        self,
+        config: McpConfig | None = None,
+        *,
+        executor_factory: SandboxFactory | None = None,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config or McpConfig()
+        self._executor_factory = executor_factory
+        self.cluster_problem = (
+            cluster_problem(self.config.executor_kwargs, os.environ if environ is None else environ)
+            if executor_factory is None
+            else None
+        )
+        self._pool: WarmPool | None = None
+        self._pool_kubectl: Kubectl | None = None
+        self._state_lock = threading.Lock()
+        self._close_lock = threading.Lock()
+        self.sessions = SessionRegistry(
+            self._make_executor, idle_timeout=self.config.idle_timeout, max_sessions=self.config.max_sessions
+        )
+        # The SDK's constructor calls logging.basicConfig(); a library leaves logging to the application.
+        root = logging.getLogger()
+        handlers, level = list(root.handlers), root.level
+        try:
+            self.mcp: MCPServer[Any] = MCPServer(
+                "kubectl-executor",
+                title="kubectl-executor",
+                instructions=INSTRUCTIONS,
+                version=__version__,
+                lifespan=self._lifespan,
+                middleware=[_sessions_need_handshake],
+            )
+        finally:
+            root.handlers[:] = handlers
+            root.setLevel(level)
+        for spec in tool_specs(self.config):
+            self.mcp.add_tool(
+                self._tool_function(spec),
+                name=spec.name,
+                title=spec.title,
+                description=spec.description,
+                annotations=spec.annotations,
+            )
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def _make_executor(self) -> Sandbox:
+        if self._executor_factory is not None:
+            return self._executor_factory()
+        kwargs = dict(self.config.executor_kwargs)
+        kwargs.setdefault("max_output_bytes", self.config.max_output_bytes)
+        kwargs.setdefault("timeout", self.config.run_timeout)
+        kwargs.setdefault("session", True)  # one long-lived exec per pod
+        return KubernetesCommandLineCodeExecutor(start=False, pool=self._pool, **kwargs)
+
+    def check_options(self) -> None:
+        """Build (and drop) one executor, so that bad options or a missing kubectl fail at start-up
+        rather than in every tool call. Touches no cluster."""
+        self._make_executor().stop()
+
+    def open(self) -> None:
+        """Start the reaper (and the warm pool); the transports call this."""
+        with self._state_lock:
+            self.sessions.reopen()
+            if (
+                self.config.pool_size
+                and self._pool is None
+                and self._executor_factory is None
+                and self.cluster_problem is None
+            ):
+                self._pool, self._pool_kubectl = _make_pool(self.config)
+        self.sessions.start_reaper()
+
+    def close(self) -> None:
+        """Delete every session's pod and the pool's. Idempotent; a concurrent caller (the lifespan
+        and a SIGTERM handler) waits until the first one is done."""
+        with self._close_lock:
+            self.sessions.close_all()
+            with self._state_lock:
+                pool, self._pool = self._pool, None
+                kubectl, self._pool_kubectl = self._pool_kubectl, None
+            try:
+                if pool is not None:
+                    pool.close()
+            finally:
+                if kubectl is not None:
+                    kubectl.close()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, _: MCPServer[Any]) -> AsyncIterator[dict[str, Any]]:
+        await anyio.to_thread.run_sync(self.open)
+        try:
+            yield {}
+        finally:
+            with anyio.CancelScope(shield=True):
+                await anyio.to_thread.run_sync(self.close)
+
+    # -- transports -----------------------------------------------------------------------------
+
+    async def run_stdio(self) -> None:
+        """Serve one client on stdin/stdout until stdin closes; then its pod is deleted. A client
+        that goes away mid-call ends the server quietly (its pod is deleted all the same)."""
+        try:
+            await self.mcp.run_stdio_async()
+        except BaseException as exc:
+            if not _only_client_gone(exc):
+                raise
+            logger.info("the stdio client went away; shutting down")
+
+    def serve_stdio(self) -> None:
+        anyio.run(self.run_stdio)
+
+    def http_app(self, *, path: str = "/mcp", host: str = "127.0.0.1") -> ASGIApp:
+        """The streamable-HTTP ASGI app; a session's DELETE deletes its pod at once."""
+        body = max(4 * 1024 * 1024, self.config.max_file_bytes * 4 // 3 + 1024 * 1024)
+        app = self.mcp.streamable_http_app(
+            streamable_http_path=path,
+            json_response=self.config.json_response,
+            max_request_body_size=body,
+            session_idle_timeout=self.config.idle_timeout or None,
+            host=host,
+        )
+        return _SessionEndWatcher(app, lambda sid: self.sessions.end(f"http:{sid}"))
+
+    async def run_http(
+        self,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 8000,
+        path: str = "/mcp",
+        on_listening: Callable[[str], None] | None = None,
+        log_level: str = "warning",
+    ) -> None:
+        """Serve streamable HTTP until the process is told to stop (uvicorn handles SIGINT/SIGTERM)."""
+        import uvicorn
+
+        sock = _bind(host, port)
+        actual = sock.getsockname()[1]
+        config = uvicorn.Config(
+            self.http_app(path=path, host=host),
+            log_config=None,
+            log_level=log_level,
+            access_log=False,
+            lifespan="on",
+        )
+        server = uvicorn.Server(config)
+        shown = f"[{host}]" if ":" in host else host
+        if on_listening is not None:
+            on_listening(f"http://{shown}:{actual}{path}")
+        await server.serve(sockets=[sock])
+
+    def serve_http(self, **kwargs: Any) -> None:
+        anyio.run(lambda: self.run_http(**kwargs))
+
+    # -- the one adapter --------------------------------------------------------------------------
+
+    def _tool_function(self, spec: ToolSpec[Any]) -> Callable[..., Awaitable[CallToolResult]]:
+        """An async function whose signature is ``spec.args``' fields plus the SDK's Context (the SDK
+        derives the input schema from it) and whose return annotation names the output schema."""
+
+        async def tool(ctx: Context, **kwargs: Any) -> CallToolResult:
+            return await self._serve(ctx, spec, spec.args.model_validate(kwargs))
+
+        params = [
+            inspect.Parameter(
+                name,
+                inspect.Parameter.KEYWORD_ONLY,
+                default=inspect.Parameter.empty if f.is_required() else f.default,
+                annotation=Annotated[f.annotation, Field(description=f.description)],
+            )
+            for name, f in spec.args.model_fields.items()
+        ]
+        params.append(inspect.Parameter("ctx", inspect.Parameter.KEYWORD_ONLY, annotation=Context))
+        returns = Annotated[CallToolResult, spec.result]
+        tool.__signature__ = inspect.Signature(params, return_annotation=returns)  # type: ignore[attr-defined]
+        tool.__annotations__ = {p.name: p.annotation for p in params} | {"return": returns}
+        tool.__name__ = tool.__qualname__ = spec.name
+        return tool
+
+    def _budget(self, ctx: Context) -> int:
+        transport: Transport = "stdio" if ctx.request_context.request is None else self.config.http_transport
+        return response_budget(transport)
+
+    async def _serve(self, ctx: Context, spec: ToolSpec[Any], args: BaseModel) -> CallToolResult:
+        if self.cluster_problem is not None and spec.name != "reset_workspace":
+            return _error(self.cluster_problem)
+        try:
+            ws = self.sessions.acquire(session_key(ctx))
+        except RefusedError as exc:
+            return _error(str(exc))
+        call = Call(ws, self.config, self._budget(ctx))
+
+        def job(w: Workspace) -> Reply:
+            if spec.changes_files:
+                w.file_copy = None
+            try:
+                reply = spec.handler(call, args)
+            except NotFoundError as exc:
+                name = w.discard()
+                raise RefusedError(
+                    f"the session's pod {name} is gone ({exc.message}); the next call starts a fresh pod "
+                    "with an empty workspace"
+                ) from exc
+            notice = w.take_notice()
+            if notice and spec.name != "reset_workspace":
+                reply.result.notice = notice
+                reply.text = f"{notice}\n{reply.text}"
+            return reply
+
+        try:
+            async with self._progress(ctx, ws):
+                reply = await ws.run(job)
+        except Exception as exc:
+            return _error(error_text(exc))
+        finally:
+            self.sessions.release(ws)
+        return _fit(reply, call.budget)
+
+    @contextlib.asynccontextmanager
+    async def _progress(self, ctx: Context, ws: Workspace) -> AsyncIterator[None]:
+        """Progress notifications every ``progress_interval`` while the call is in flight (only
+        when the client sent a progress token)."""
+        if not _wants_progress(ctx):
+            yield
+            return
+        interval = self.config.progress_interval
+
+        async def beat() -> None:
+            n = 0
+            while True:
+                await anyio.sleep(interval)
+                n += 1
+                with contextlib.suppress(Exception):  # a client gone is the call's problem, not ours
+                    await ctx.report_progress(n * interval, None, f"{ws.activity()} ({n * interval:g}s)")
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(beat)
+            try:
+                yield
+            finally:
+                tg.cancel_scope.cancel()
+
+
+def _fit(reply: Reply, budget: int) -> CallToolResult:
+    """The reply as the SDK sends it, or a tool error if it would not fit in ``budget``."""
+    content: list[Any] = [TextContent(type="text", text=reply.text), *reply.blocks]
+    result = CallToolResult(content=content, structured_content=reply.result.model_dump(mode="json"))
+    size = len(result.model_dump_json(by_alias=True, exclude_none=True))
+    if size > budget:
+        return _error(
+            f"the result would be {size} bytes, over the {budget} bytes every client of this connection "
+            "accepts: ask for less (a shorter download range, or less output: the full output stays in "
+            "the pod and download_file reads it in ranges)"
+        )
+    return result
+
+
+def _only_client_gone(exc: BaseException) -> bool:
+    """A broken pipe / closed stream, alone or in exception groups: the client went away."""
+    inner = getattr(exc, "exceptions", None)  # an exception group (3.11+, or the backport)
+    if isinstance(inner, tuple) and inner:
+        return all(_only_client_gone(e) for e in inner)
+    return isinstance(
+        exc, (BrokenPipeError, ConnectionResetError, anyio.BrokenResourceError, anyio.ClosedResourceError)
+    )
+
+
+class _SessionEndWatcher:
+    """ASGI wrapper: a DELETE that the SDK accepted ends that MCP session's pod."""
+
+    def __init__(self, app: ASGIApp, on_end: Callable[[str], None]) -> None:
+        self.app = app
+        self._on_end = on_end
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("method") != "DELETE":
+            await self.app(scope, receive, send)
+            return
+        session_id = next(
+            (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"mcp-session-id"), None
+        )
+        status: list[int] = []
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        await self.app(scope, receive, watch)
+        if session_id and status and 200 <= status[0] < 300:
+            self._on_end(session_id)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A listening socket (port 0: any free port), so the URL is known before serving starts."""
+    family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+    except OSError:
+        sock.close()
+        raise
+    sock.set_inheritable(True)
+    return sock
+
+
+def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
+    """A warm pool with the executors' pod options, on a kubectl shared by its refill thread."""
+    from ..pool import WarmPool
+
+    kw = dict(config.executor_kwargs)
+    kubectl = Kubectl(
+        ClusterAccess(
+            kubectl=kw.get("kubectl"),
+            kubeconfig=kw.get("kubeconfig"),
+            context=kw.get("context"),
+            namespace=kw.get("namespace"),
+            remote_control_plane=kw.get("remote_control_plane"),
+            kube_token=kw.get("kube_token"),
+            certificate_authority=kw.get("certificate_authority"),
+            insecure_skip_tls_verify=bool(kw.get("insecure_skip_tls_verify")),
+        ),
+        runner=kw.get("runner"),
+    )
+    env = {item["key"]: item["value"] for item in kw.get("env_vars") or []}
+    keys = (
+        "resources",
+        "hardened",
+        "run_as_user",
+        "read_only_root_filesystem",
+        "runtime_class_name",
+        "active_deadline_seconds",
+        "startup_timeout",
+        "labels",
+        "pod_overrides",
+    )
+    options = {k: kw[k] for k in keys if kw.get(k) is not None}
+    try:
+        pool = WarmPool(
+            config.pool_size,
+            kw.get("image", "python:3-slim"),
+            name="mcp",
+            namespace=kw.get("namespace"),
+            kubectl=kubectl,
+            work_dir=str(kw.get("work_dir", "/workspace")),
+            env=env,
+            **options,
+        )
+    except BaseException:
+        kubectl.close()
+        raise
+    return pool, kubectl
