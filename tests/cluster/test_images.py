@@ -149,7 +149,10 @@ def containerd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Containerd]
         drainer.join(TIMEOUT)  # containerd gone: its stderr is at EOF
         assert proc.stderr is not None
         proc.stderr.close()
-        leftover = [line for line in Path("/proc/mounts").read_text().splitlines() if str(state) in line]
+        mounts = [line.split()[1] for line in Path("/proc/mounts").read_text().splitlines()]
+        leftover = [m for m in mounts if m.startswith(str(state))]
+        for mount in reversed(leftover):  # a run_pod that timed out never reached its unmount
+            subprocess.run(["umount", mount], check=False)
         shutil.rmtree(state, ignore_errors=True)
         assert not leftover, f"mounts left behind: {leftover}"
 
