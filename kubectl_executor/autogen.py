@@ -917,7 +917,10 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
             }
         if volume_dict is not None:
             source = {k: v for k, v in volume_dict.items() if k != "name"}
-            # It replaces our workspace volume (mounted at workspace_path): drop our emptyDir.
+            # It replaces our workspace volume (mounted at workspace_path): our emptyDir and its
+            # sizeLimit become null (absent to the API server) unless the user's source sets them.
+            if isinstance(source.get("emptyDir"), dict):
+                source["emptyDir"] = {"sizeLimit": None, **source["emptyDir"]}
             replaced = {"name": "workspace", "emptyDir": None, **source}
             spec = overrides.setdefault("spec", {})
             spec["volumes"] = [*spec.get("volumes", []), replaced]

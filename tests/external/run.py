@@ -61,11 +61,13 @@ def fetch_sdist(package: str, version: str, cache: Path = CACHE) -> Path:
     cache.mkdir(parents=True, exist_ok=True)
     found = cached_sdist(package, version, cache)
     if found is None:
-        subprocess.run(
+        done = subprocess.run(
             [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--no-binary", ":all:",
              f"{package}=={version}", "-d", str(cache)],
-            check=True,
+            check=False,
         )  # fmt: skip
+        if done.returncode != 0:
+            raise SuiteError(f"pip download {package}=={version} failed (exit {done.returncode}; see above)")
         found = cached_sdist(package, version, cache)
     if found is None:
         raise SuiteError(f"pip download left no sdist of {package}=={version} in {cache}")
@@ -111,7 +113,7 @@ def apply_rewrites(dest: Path, rewrites: list[dict[str, Any]]) -> None:
 
 def prepare(name: str, suite: dict[str, Any], dest: Path) -> list[str]:
     """Build the run directory; returns what pytest should run (paths relative to dest)."""
-    sdist = fetch_sdist(suite["package"], suite["version"])
+    sdist = fetch_sdist(suite["package"], suite["version"], CACHE)
     extract(sdist, list(suite["files"]), dest)
     apply_rewrites(dest, list(suite.get("rewrites", [])))
     shims = HERE / "shims"

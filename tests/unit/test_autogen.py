@@ -11,7 +11,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from autogen_core import CancellationToken, ComponentModel
@@ -30,6 +30,7 @@ from kubectl_executor.autogen import (
     KubectlCodeExecutor,
     KubectlCodeExecutorConfig,
     KubectlCodeResult,
+    PodCommandLineCodeExecutor,
     build_python_functions_file,
 )
 from kubectl_executor.retry import RetryPolicy
@@ -552,3 +553,144 @@ def test_trusted_provider_namespace_is_the_package() -> None:
     users to add ``kubectl_executor`` to AUTOGEN_ALLOWED_PROVIDER_NAMESPACES: that must cover ours."""
     provider = KubectlCodeExecutor().dump_component().provider
     assert provider.startswith("kubectl_executor.")
+
+
+# -- PodCommandLineCodeExecutor: the seed's async executor over the adapter ---------------------
+
+
+@pytest.fixture
+def make_pod(
+    fake_kubectl: str, fake_runner: FakeRunner, retry_policy: RetryPolicy
+) -> Callable[..., PodCommandLineCodeExecutor]:
+    def make(**kwargs: Any) -> PodCommandLineCodeExecutor:
+        return PodCommandLineCodeExecutor(
+            kubectl=fake_kubectl, runner=fake_runner, retry=retry_policy, **kwargs
+        )
+
+    return make
+
+
+def applied_pod(executor: KubectlCodeExecutor, fake: FakeRunner) -> dict[str, Any]:
+    async def go() -> None:
+        async with executor:
+            pass
+
+    asyncio.run(go())
+    manifest: dict[str, Any] = json.loads(fake.runs_of("apply")[-1].stdin or b"")
+    return manifest
+
+
+class V1Like:
+    """What kubernetes-client models look like to the converter (openapi_types, attribute_map)."""
+
+    openapi_types: ClassVar[dict[str, str]] = {"name": "str", "empty_dir": "object"}
+    attribute_map: ClassVar[dict[str, str]] = {"name": "name", "empty_dir": "emptyDir"}
+
+    def __init__(self, name: str, empty_dir: Any) -> None:
+        self.name, self.empty_dir = name, empty_dir
+
+
+class EmptyDirLike:
+    openapi_types: ClassVar[dict[str, str]] = {"medium": "str", "size_limit": "str"}
+    attribute_map: ClassVar[dict[str, str]] = {"medium": "medium", "size_limit": "sizeLimit"}
+
+    def __init__(self) -> None:
+        self.medium, self.size_limit = "Memory", None
+
+
+POD_YAML = """apiVersion: v1
+kind: Pod
+metadata:
+  annotations: {test: "true"}
+  labels: {run: test-pod}
+  name: test-pod
+  namespace: team
+spec:
+  nodeSelector: {disk: ssd}
+  containers:
+  - name: autogen-executor
+    image: python:3.12-slim
+    args: [sh, -c, "while true; do sleep 5; done"]
+    env: [{name: GREETING, value: hi}]
+  - name: sidecar
+    image: busybox
+"""
+
+
+@pytest.mark.parametrize("form", ["text", "file", "dict"])
+def test_pod_spec_in_the_seeds_forms_shapes_our_pod(
+    make_pod: Callable[..., PodCommandLineCodeExecutor], fake_runner: FakeRunner, tmp_path: Any, form: str
+) -> None:
+    import yaml
+
+    spec: Any = POD_YAML
+    if form == "file":
+        (tmp_path / "pod.yaml").write_text(POD_YAML)
+        spec = str(tmp_path / "pod.yaml")
+    elif form == "dict":
+        spec = yaml.safe_load(POD_YAML)
+    executor = make_pod(pod_spec=spec)
+    assert executor._pod_name == "test-pod"
+    pod = applied_pod(executor, fake_runner)
+    assert pod["metadata"]["name"] == "test-pod"
+    assert pod["metadata"]["labels"]["run"] == "test-pod"
+    assert pod["metadata"]["annotations"]["test"] == "true"
+    assert pod["spec"]["nodeSelector"] == {"disk": "ssd"}
+    by_name = {c["name"]: c for c in pod["spec"]["containers"]}
+    # The seed's code container is ours ("executor"): its image and env, our idle command kept
+    # (it gave only args), our hardened security context; the sidecar is left as given.
+    assert set(by_name) == {"executor", "sidecar"}
+    assert by_name["executor"]["image"] == "python:3.12-slim"
+    assert {"name": "GREETING", "value": "hi"} in by_name["executor"]["env"]
+    assert by_name["executor"]["securityContext"]["allowPrivilegeEscalation"] is False
+    assert (
+        "namespace=team" in " ".join(fake_runner.runs_of("apply")[-1].argv)
+        or "team" in fake_runner.runs_of("apply")[-1].argv
+    )
+
+
+def test_volume_replaces_the_workspace_and_v1_like_objects_convert(
+    make_pod: Callable[..., PodCommandLineCodeExecutor], fake_runner: FakeRunner
+) -> None:
+    executor = make_pod(volume=V1Like("test", EmptyDirLike()), workspace_path="/data")
+    pod = applied_pod(executor, fake_runner)
+    workspace = next(v for v in pod["spec"]["volumes"] if v["name"] == "workspace")
+    # The user's source replaces ours (null: absent to the API server).
+    assert workspace["emptyDir"] == {"medium": "Memory", "sizeLimit": None}
+    mounts = pod["spec"]["containers"][0]["volumeMounts"]
+    assert {"name": "workspace", "mountPath": "/data"} in mounts
+    assert executor.workspace_path == Path("/data")
+
+
+def test_seed_validation_messages() -> None:
+    with pytest.raises(ValueError, match="Timeout must be greater than or equal to 1"):
+        PodCommandLineCodeExecutor(timeout=0)
+    with pytest.raises(ValueError, match="relative path"):
+        PodCommandLineCodeExecutor(workspace_path="./workspace")
+    with pytest.raises(ValueError, match="Pod name validation failed"):
+        PodCommandLineCodeExecutor(pod_name="Not_A_Name!")
+    with pytest.raises(ValueError, match="autogen-executor"):
+        PodCommandLineCodeExecutor(
+            pod_spec={"metadata": {"name": "p"}, "spec": {"containers": [{"name": "x"}]}}
+        )
+
+
+def test_default_name_round_trip_and_restart_is_the_seeds_no_op(
+    make_pod: Callable[..., PodCommandLineCodeExecutor], fake_runner: FakeRunner
+) -> None:
+    executor = make_pod()
+    assert re.fullmatch(r"autogen-code-exec-[0-9a-f-]{36}", executor._pod_name)
+    model = executor.dump_component()
+    assert model.provider == "kubectl_executor.autogen.PodCommandLineCodeExecutor"
+    loaded = PodCommandLineCodeExecutor.load_component(model)
+    assert loaded._pod_name == executor._pod_name and loaded.timeout == executor.timeout
+
+    async def go() -> str | None:
+        async with executor:
+            name = executor.pod_name
+            with pytest.warns(UserWarning, match="No action is taken"):
+                await executor.restart()
+            assert executor.pod_name == name and name in fake_runner.pods
+            return name
+
+    assert asyncio.run(go()) not in fake_runner.pods  # auto_remove: deleted on exit
