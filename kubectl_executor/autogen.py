@@ -996,6 +996,15 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
                 executor.kubectl.json, ["get", "pod", executor.pod_name], idempotent=True
             )
 
+    async def stop(self) -> None:
+        """Delete the pod and wait (bounded) until it is gone: the pod name is fixed per instance,
+        so a later ``start()`` (the seed's users re-enter ``async with``) can create it again."""
+        executor = self.executor
+        await super().stop()
+        if executor is not None:
+            args = ["wait", "--for=delete", f"pod/{executor.pod_name}", "--timeout=60s"]
+            await asyncio.to_thread(executor.kubectl.run, args, timeout=90.0, check=False)
+
     async def restart(self) -> None:
         """As the seed: not supported, nothing happens (the pod and its files stay)."""
         warnings.warn(
@@ -1003,6 +1012,8 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
         )
 
     async def __aexit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> None:
+        # As the seed: with auto_remove=False the pod (and this executor) stay up, and the next
+        # `async with` finds them started; stop() deletes the pod.
         if self._seed.auto_remove:
             await self.stop()
 

@@ -562,6 +562,15 @@ def test_trusted_provider_namespace_is_the_package() -> None:
 def make_pod(
     fake_kubectl: str, fake_runner: FakeRunner, retry_policy: RetryPolicy
 ) -> Callable[..., PodCommandLineCodeExecutor]:
+    def answer_wait(call: RunCall) -> Completed | None:
+        # `kubectl wait --for=delete`: the fake deletes at once, so the pod is gone.
+        if call.args[:1] == ["wait"]:
+            assert call.args[2].removeprefix("pod/") not in fake_runner.pods
+            return Completed(tuple(call.argv), 0)
+        return None
+
+    fake_runner.on_run = answer_wait
+
     def make(**kwargs: Any) -> PodCommandLineCodeExecutor:
         return PodCommandLineCodeExecutor(
             kubectl=fake_kubectl, runner=fake_runner, retry=retry_policy, **kwargs
@@ -694,3 +703,24 @@ def test_default_name_round_trip_and_restart_is_the_seeds_no_op(
             return name
 
     assert asyncio.run(go()) not in fake_runner.pods  # auto_remove: deleted on exit
+    # ... and waited for, so that the same instance can start its pod (same name) again.
+    waits = fake_runner.runs_of("wait")
+    assert len(waits) == 1 and waits[0].args[1:3] == ["--for=delete", f"pod/{executor._pod_name}"]
+
+
+def test_auto_remove_false_keeps_the_pod_between_async_withs(
+    make_pod: Callable[..., PodCommandLineCodeExecutor], fake_runner: FakeRunner
+) -> None:
+    executor = make_pod(auto_remove=False)
+
+    async def go() -> None:
+        async with executor:
+            first = executor.pod_name
+        async with executor:
+            assert executor.pod_name == first and first in fake_runner.pods
+        assert first in fake_runner.pods  # still there, as the seed leaves it
+        await executor.stop()
+        assert first not in fake_runner.pods
+
+    asyncio.run(go())
+    assert len(fake_runner.runs_of("apply")) == 1
