@@ -105,11 +105,17 @@ for top, dirs, files in os.walk(root):
             rel = os.fsencode(os.path.relpath(path, root))
             out.write(b"%d %d " % (st.st_size, st.st_mtime_ns) + rel + b"\\0")
 """
-LIST_SHELL = (
-    "py=$(command -v python3 || command -v python) || "
-    '{ echo "kubectl-executor: mirroring work_dir needs python in the image (or mirror=False)" >&2; exit 127; }; '
-    'exec "$py" -c "$1"'
-)
+# Images without python: find + stat (mtime in whole seconds, so a same-size rewrite within the
+# second of the last look is missed there).
+LIST_SHELL = """py=$(command -v python3 || command -v python || true)
+if [ -n "$py" ]; then exec "$py" -c "$1"; fi
+IFS= read -r root || exit 97
+cd -- "$root" || exit 1
+find . -type f | while IFS= read -r f; do
+  s=$(stat -c '%s %Y' -- "$f" 2>/dev/null) || continue
+  printf '%s %s000000000 %s\\0' "${s% *}" "${s#* }" "${f#./}"
+done
+"""
 REMOVE_SCRIPT = (
     'IFS= read -r work || exit 97; cd -- "$work" || exit 1; while IFS= read -r f; do rm -f -- "$f"; done'
 )
@@ -554,14 +560,10 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         cancelled = False
         try:
             for block in code_blocks:
-                hint = filename_hint(block.code)
-                if hint is not None:
-                    try:
-                        validate_relative_path(hint)
-                    except UnsafePathError:
-                        outputs.append(NOT_IN_WORKSPACE)
-                        exit_code = 1
-                        break
+                if not self._in_workspace(filename_hint(block.code)):
+                    outputs.append(NOT_IN_WORKSPACE)
+                    exit_code = 1
+                    break
                 one = CodeBlock(code=block.code, language=normalise_language(block.language))
                 try:
                     result = await self._in_worker(
@@ -591,6 +593,21 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
                 logger.warning("could not mirror the pod's workspace after the cancel: %s", exc)
         first = self._host_path(code_files[0]) if code_files else None
         return KubectlCodeResult(exit_code=exit_code, output="".join(outputs), code_file=first)
+
+    def _in_workspace(self, hint: str | None) -> bool:
+        """A ``# filename:`` hint names a file in the workspace: relative (no ``..``), or absolute
+        under the pod's workspace (the blocking executor then checks it again)."""
+        if hint is None:
+            return True
+        try:
+            validate_relative_path(hint)
+            return True
+        except UnsafePathError:
+            pure = PurePosixPath(hint)
+            base = PurePosixPath(self._config.pod_work_dir)
+            return (
+                pure.is_absolute() and ".." not in pure.parts and pure != base and pure.is_relative_to(base)
+            )
 
     async def _in_worker(
         self,

@@ -191,3 +191,18 @@ def test_a_function_whose_requirement_does_not_exist_fails_as_for_docker(cluster
 
     with pytest.raises(ValueError, match="Pip install failed"):
         asyncio.run(go())
+
+
+def test_the_mirror_works_in_an_image_without_python(cluster: Cluster, tmp_path: Path) -> None:
+    (tmp_path / "in.txt").write_text("from the host\n")
+
+    async def go() -> KubectlCodeResult:
+        async with KubectlCodeExecutor(**options(cluster, image="busybox", work_dir=tmp_path)) as ex:
+            return await ex.execute_code_blocks(
+                [CodeBlock("command -v python3 || echo no-python; cat in.txt > out.txt", "sh")],
+                CancellationToken(),
+            )
+
+    result = asyncio.run(go())
+    assert (result.exit_code, result.output) == (0, "no-python\n")
+    assert (tmp_path / "out.txt").read_text() == "from the host\n"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import json
+import os
 import re
 import subprocess
 import sys
@@ -724,3 +725,59 @@ def test_auto_remove_false_keeps_the_pod_between_async_withs(
 
     asyncio.run(go())
     assert len(fake_runner.runs_of("apply")) == 1
+
+
+@pytest.mark.parametrize(
+    ("hint", "inside"),
+    [
+        (None, True),
+        ("a.py", True),
+        ("sub/a.py", True),
+        ("/workspace/sub/a.py", True),  # absolute, under the pod's workspace: the executor decides
+        ("/workspace", False),
+        ("/tmp/test.py", False),
+        ("../a.py", False),
+        ("/workspace/../etc/x.py", False),
+    ],
+)
+def test_which_file_name_hints_are_in_the_workspace(hint: str | None, inside: bool) -> None:
+    assert KubectlCodeExecutor(mirror=False)._in_workspace(hint) is inside
+
+
+def test_the_workspace_listing_without_python_matches_the_python_one(tmp_path: Any) -> None:
+    """The in-pod listing, run with this machine's sh: python's, and the find/stat fallback for
+    images without python, give the same files and sizes (links and directories left out)."""
+    import shutil
+
+    from kubectl_executor.autogen import LIST_SCRIPT, LIST_SHELL
+
+    root = tmp_path / "ws"
+    (root / "sub dir").mkdir(parents=True)
+    (root / "a.txt").write_bytes(b"12345")
+    (root / "sub dir" / "b.bin").write_bytes(bytes(range(256)))
+    (root / "link").symlink_to(root / "a.txt")
+    bare = tmp_path / "bin"
+    bare.mkdir()
+    for tool in ("sh", "find", "stat", "cat"):
+        found = shutil.which(tool)
+        assert found is not None
+        (bare / tool).symlink_to(found)
+
+    def listing(path: str) -> dict[str, tuple[int, int]]:
+        done = subprocess.run(
+            ["sh", "-c", LIST_SHELL, "kx", LIST_SCRIPT],
+            input=f"{root}\n".encode(),
+            capture_output=True,
+            env={"PATH": path},
+            timeout=60,
+            check=True,
+        )
+        records = [r.split(b" ", 2) for r in done.stdout.split(b"\0") if r]
+        return {name.decode(): (int(size), int(mtime)) for size, mtime, name in records}
+
+    with_python = listing(os.environ["PATH"])
+    without = listing(str(bare))
+    assert set(with_python) == set(without) == {"a.txt", "sub dir/b.bin"}
+    for name, (size, mtime) in with_python.items():
+        assert without[name][0] == size
+        assert without[name][1] == mtime // 10**9 * 10**9  # whole seconds there
