@@ -541,6 +541,8 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         killed in the pod first). Functions are set up on the first call; a failing setup raises
         ``ValueError`` ("Pip install failed. ...", "Functions failed to load: ..."), as for Docker.
         """
+        if not code_blocks:
+            raise InvalidInputError("No code blocks to execute.")  # the Docker executor's words
         if cancellation_token.is_cancelled():
             return KubectlCodeResult(exit_code=1, output=CANCELLED, code_file=None)
         if self._executor is None:

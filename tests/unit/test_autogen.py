@@ -159,6 +159,14 @@ def test_timeout_is_124_with_a_note(
     assert result.output.startswith("tick\n") and "Timeout" in result.output and "3s" in result.output
 
 
+def test_no_blocks_is_the_docker_executors_value_error(
+    make: Callable[..., KubectlCodeExecutor], fake_runner: FakeRunner
+) -> None:
+    with pytest.raises(ValueError, match=r"^No code blocks to execute\.$"):
+        asyncio.run(make().execute_code_blocks([], CancellationToken()))
+    assert fake_runner.runs == []
+
+
 def test_unknown_language_is_exit_1(
     make: Callable[..., KubectlCodeExecutor], fake_runner: FakeRunner
 ) -> None:
