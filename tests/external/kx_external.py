@@ -78,6 +78,11 @@ class ExternalCluster:
         found.run("create", "namespace", namespace)
         return found
 
+    def executor_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for our executors on this cluster (kubeconfig mode)."""
+        return {"kubectl": self.kubectl, "kubeconfig": self.kubeconfig, "context": self.context,
+                "namespace": self.namespace, "image": self.image}  # fmt: skip
+
     def kubectl_argv(self, *args: str) -> list[str]:
         argv = [self.kubectl]
         if self.kubeconfig:
