@@ -128,8 +128,10 @@ def prepare(name: str, suite: dict[str, Any], dest: Path) -> list[str]:
         "markers": list(suite.get("markers", [])),
     }
     (dest / "kx_external_suite.json").write_text(json.dumps(config, indent=2))
-    # Our own ini, so the run neither picks up this repository's pytest settings nor the sdist's.
-    (dest / "pytest.ini").write_text("[pytest]\naddopts = -p no:cacheprovider\n")
+    # Our own ini, so the run neither picks up this repository's pytest settings nor the sdist's;
+    # a suite's `ini` lines are the settings its project's own configuration gives it.
+    ini = ["addopts = -p no:cacheprovider", *[str(line) for line in suite.get("ini", [])]]
+    (dest / "pytest.ini").write_text("[pytest]\n" + "\n".join(ini) + "\n")
     run = suite.get("run") or [f for f in suite["files"] if PurePosixPath(f).name.startswith("test_")]
     return [str(r) for r in run]
 
