@@ -36,8 +36,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor  # noqa: E402
+from kubectl_executor._exec.protocol import RUN_SCRIPT, RUNNER_PREFIX, RunRequest, exec_args  # noqa: E402
 from kubectl_executor.pool import WarmPool  # noqa: E402
-from kubectl_executor.protocol import RUN_SCRIPT, RUNNER_PREFIX, RunRequest, exec_args  # noqa: E402
 
 NAMESPACE = "kx-bench"
 IMAGE = "python:3-slim"

@@ -2,6 +2,10 @@
 
 from typing import TYPE_CHECKING, Any
 
+from ._cluster.kubectl import Kubectl
+from ._cluster.retry import RetryPolicy
+from ._exec.results import CodeBlock, MarkdownCodeExtractor
+from ._exec.transfer import TransferLimits
 from .errors import (
     ClaimNotBoundError,
     ConflictError,
@@ -21,10 +25,6 @@ from .errors import (
     UnsafePathError,
 )
 from .executor import KubernetesCommandLineCodeExecutor
-from .kubectl import Kubectl
-from .results import CodeBlock, MarkdownCodeExtractor
-from .retry import RetryPolicy
-from .transfer import TransferLimits
 
 if TYPE_CHECKING:
     from .boundary import (

@@ -58,15 +58,15 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
+from ._cluster.manifest import CONTAINER, Resources
+from ._cluster.retry import RetryPolicy
+from ._cluster.runner import Runner
+from ._exec.languages import canonical_language, filename_hint, validate_relative_path
+from ._exec.results import CodeBlock
+from ._exec.transfer import DEFAULT_EXCLUDES
 from .errors import InvalidInputError, KubectlExecutorError, TransferError, UnsafePathError
 from .executor import KubernetesCommandLineCodeExecutor
-from .languages import canonical_language, filename_hint, validate_relative_path
-from .manifest import CONTAINER, Resources
-from .results import CodeBlock
-from .retry import RetryPolicy
-from .runner import Runner
 from .settings import load_settings
-from .transfer import DEFAULT_EXCLUDES
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,23 @@ import click  # a core dependency: the command works on the base install
 import pydantic
 
 from . import __version__
-from .dispatcher import TOOL_RUNNER_FILE
+from ._cluster.gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, pod_created_at, selector
+from ._cluster.kubectl import ClusterAccess, Kubectl
+from ._cluster.manifest import (
+    CONTAINER,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_HOST_LABEL,
+    OWNER_PID_LABEL,
+    SESSION_LABEL,
+    validate_dns_label,
+)
+from ._cluster.models import Pod
+from ._cluster.pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
+from ._cluster.runner import Runner
+from ._exec.dispatcher import TOOL_RUNNER_FILE
+from ._exec.protocol import TIMEOUT_NOTE
+from ._exec.results import CodeBlock, CommandLineCodeResult, infer_language
 from .errors import (
     ForbiddenError,
     InvalidInputError,
@@ -35,22 +51,7 @@ from .errors import (
     TransferError,
 )
 from .executor import KubernetesCommandLineCodeExecutor
-from .gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, collect_garbage, pod_created_at, selector
-from .kubectl import ClusterAccess, Kubectl
-from .manifest import (
-    CONTAINER,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    OWNER_HOST_LABEL,
-    OWNER_PID_LABEL,
-    SESSION_LABEL,
-    validate_dns_label,
-)
-from .models import Pod
-from .pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
-from .protocol import TIMEOUT_NOTE
-from .results import CodeBlock, CommandLineCodeResult, infer_language
-from .runner import Runner
+from .gc import collect_garbage
 from .settings import ENV_PREFIX, Settings, load_settings
 from .workspace import (
     PersistentVolumeClaim,
@@ -1381,7 +1382,7 @@ def mcp(
     print_manifest: bool,
 ) -> int:
     """Serve the executor as MCP tools (run code, files, function calls) over stdio or HTTP."""
-    from .manifest import Resources
+    from ._cluster.manifest import Resources
 
     limits = {
         "cpu_request": cpu_request,

@@ -20,18 +20,21 @@ from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from .dispatcher import ToolsMixin
-from .errors import (
-    ExecNotStartedError,
-    InvalidInputError,
-    KubectlExecutorError,
-    NotFoundError,
-    OutcomeUnknownError,
-    PodStartError,
-    UnsafePathError,
+from ._cluster.kubectl import Kubectl, classify_failure
+from ._cluster.manifest import (
+    CONTAINER,
+    build_pod_manifest,
+    generate_pod_name,
+    ownership_labels,
+    validate_dns_label,
+    validate_env_name,
+    validate_env_value,
 )
-from .kubectl import Kubectl, classify_failure
-from .languages import (
+from ._cluster.pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
+from ._cluster.retry import RetryPolicy, call_with_retry
+from ._cluster.runner import Runner
+from ._exec.dispatcher import ToolsMixin
+from ._exec.languages import (
     DEFAULT_EXECUTION_POLICIES,
     LANGUAGES,
     code_filename,
@@ -43,17 +46,7 @@ from .languages import (
     silence_pip,
     validate_relative_path,
 )
-from .manifest import (
-    CONTAINER,
-    build_pod_manifest,
-    generate_pod_name,
-    ownership_labels,
-    validate_dns_label,
-    validate_env_name,
-    validate_env_value,
-)
-from .pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
-from .protocol import (
+from ._exec.protocol import (
     TIMEOUT_NOTE,
     ExecResult,
     FrameSplitter,
@@ -66,16 +59,23 @@ from .protocol import (
     kill_args,
     new_nonce,
 )
-from .results import CodeBlock, MarkdownCodeExtractor
-from .retry import RetryPolicy, call_with_retry
-from .runner import Runner
-from .transfer import FilesMixin
+from ._exec.results import CodeBlock, MarkdownCodeExtractor
+from ._exec.transfer import FilesMixin
+from .errors import (
+    ExecNotStartedError,
+    InvalidInputError,
+    KubectlExecutorError,
+    NotFoundError,
+    OutcomeUnknownError,
+    PodStartError,
+    UnsafePathError,
+)
 
 if TYPE_CHECKING:
+    from ._cluster.models import Pod
+    from ._exec.session import Session
     from .boundary import CommandLineCodeResult, Resources
-    from .models import Pod
     from .pool import WarmPool
-    from .session import Session
 
 logger = logging.getLogger(__name__)
 
@@ -231,7 +231,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             retry=retry,
         )
         self._namespace = namespace
-        # Default-deny egress NetworkPolicy with the pod (kubectl_executor.netpol says how to relax it).
+        # Default-deny egress NetworkPolicy with the pod (kubectl_executor._cluster.netpol says how to relax it).
         self._network_policy = network_policy
         # In-cluster: None = an ownerReference to the caller's own pod when detectable (pod.py).
         self._owner_reference = owner_reference
@@ -400,7 +400,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
 
     def _session_for_pod(self) -> Session:
         """The persistent session to the current pod (made on first use)."""
-        from .session import Session
+        from ._exec.session import Session
 
         if self._session is None or self._session.pod != self._pod_name:
             self._close_session()

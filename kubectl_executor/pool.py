@@ -27,17 +27,8 @@ import threading
 import time
 from typing import Any
 
-from .errors import (
-    ConflictError,
-    InvalidInputError,
-    KubectlError,
-    KubectlExecutorError,
-    NotFoundError,
-    PodStartError,
-    StartupTimeoutError,
-)
-from .kubectl import ClusterAccess, Kubectl
-from .manifest import (
+from ._cluster.kubectl import ClusterAccess, Kubectl
+from ._cluster.manifest import (
     CREATED_AT_LABEL,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
@@ -51,11 +42,20 @@ from .manifest import (
     validate_dns_label,
     validate_label_value,
 )
-from .models import Pod
-from .pod import delete_pod, get_pod, list_pods, start_failure, wait_ready
-from .protocol import new_nonce
-from .retry import RetryPolicy
-from .runner import Runner
+from ._cluster.models import Pod
+from ._cluster.pod import delete_pod, get_pod, list_pods, start_failure, wait_ready
+from ._cluster.retry import RetryPolicy
+from ._cluster.runner import Runner
+from ._exec.protocol import new_nonce
+from .errors import (
+    ConflictError,
+    InvalidInputError,
+    KubectlError,
+    KubectlExecutorError,
+    NotFoundError,
+    PodStartError,
+    StartupTimeoutError,
+)
 
 logger = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .manifest import validate_dns_label
+from ._cluster.manifest import validate_dns_label
 
 ENV_PREFIX = "KUBECTL_EXECUTOR_"
 

@@ -41,20 +41,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .errors import (
-    ClaimNotBoundError,
-    ConflictError,
-    ForbiddenError,
-    InvalidInputError,
-    KubectlError,
-    KubectlExecutorError,
-    NotFoundError,
-    TransientError,
-)
-from .executor import KubernetesCommandLineCodeExecutor
-from .gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, GcPolicy, plan, selector
-from .kubectl import ClusterAccess, Kubectl, classify_failure
-from .manifest import (
+from ._cluster.gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, GcPolicy, plan, selector
+from ._cluster.kubectl import ClusterAccess, Kubectl, classify_failure
+from ._cluster.manifest import (
     CREATED_AT_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -66,11 +55,22 @@ from .manifest import (
     validate_label_key,
     validate_label_value,
 )
-from .models import ObjectMeta, Pod, PodStatus
-from .pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, ObjectWatch
-from .protocol import new_nonce
-from .retry import RetryPolicy
-from .runner import Runner
+from ._cluster.models import ObjectMeta, Pod, PodStatus
+from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, ObjectWatch
+from ._cluster.retry import RetryPolicy
+from ._cluster.runner import Runner
+from ._exec.protocol import new_nonce
+from .errors import (
+    ClaimNotBoundError,
+    ConflictError,
+    ForbiddenError,
+    InvalidInputError,
+    KubectlError,
+    KubectlExecutorError,
+    NotFoundError,
+    TransientError,
+)
+from .executor import KubernetesCommandLineCodeExecutor
 
 logger = logging.getLogger(__name__)
 

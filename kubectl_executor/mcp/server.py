@@ -28,6 +28,7 @@ from mcp.types import METHOD_NOT_FOUND, CallToolResult, TextContent, ToolAnnotat
 from pydantic import BaseModel, Field
 
 from .. import __version__
+from .._cluster.kubectl import ClusterAccess, Kubectl
 from ..errors import (
     ForbiddenError,
     InvalidInputError,
@@ -39,7 +40,6 @@ from ..errors import (
     StartupTimeoutError,
 )
 from ..executor import KubernetesCommandLineCodeExecutor
-from ..kubectl import ClusterAccess, Kubectl
 from . import models, tools
 from .config import McpConfig, Transport, response_budget
 from .sessions import SandboxFactory, SessionRegistry, Workspace

@@ -20,10 +20,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pydantic_core
 from mcp.types import BlobResourceContents, EmbeddedResource, TextContent
 
+from .._exec.protocol import LOG_DIR
+from .._exec.transfer import TransferLimits, pod_relative
 from ..errors import RemoteNotFoundError, TransferError
 from ..executor import SCRATCH_STEM, BlockResult
-from ..protocol import LOG_DIR
-from ..transfer import TransferLimits, pod_relative
 from .models import (
     CallResult,
     DownloadResult,

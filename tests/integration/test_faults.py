@@ -39,7 +39,7 @@ from kubectl_executor import (
     TransientError,
     UnsafePathError,
 )
-from kubectl_executor.retry import RetryPolicy
+from kubectl_executor._cluster.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 

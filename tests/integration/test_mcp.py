@@ -38,7 +38,7 @@ from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from kubectl_executor.manifest import OWNER_HOST_LABEL, OWNER_PID_LABEL, SESSION_LABEL, label_safe
+from kubectl_executor._cluster.manifest import OWNER_HOST_LABEL, OWNER_PID_LABEL, SESSION_LABEL, label_safe
 from kubectl_executor.pool import POOL_LABEL
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

@@ -33,8 +33,8 @@ from kubectl_executor import (
     OutcomeUnknownError,
     TransientError,
 )
-from kubectl_executor.manifest import SESSION_LABEL
-from kubectl_executor.retry import RetryPolicy
+from kubectl_executor._cluster.manifest import SESSION_LABEL
+from kubectl_executor._cluster.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
 

@@ -11,8 +11,8 @@ import pytest
 from kx_cluster import Cluster, ExecutorFactory
 
 from kubectl_executor import CodeBlock, OutcomeUnknownError
-from kubectl_executor.runner import Completed, ShRunner, Sink, StdinData
-from kubectl_executor.session import STATE_LOST_NOTE
+from kubectl_executor._cluster.runner import Completed, ShRunner, Sink, StdinData
+from kubectl_executor._exec.session import STATE_LOST_NOTE
 
 pytestmark = pytest.mark.integration
 

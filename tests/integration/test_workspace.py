@@ -29,9 +29,9 @@ from kubectl_executor import (
     KubernetesCommandLineCodeExecutor,
     PVCValidationResult,
 )
+from kubectl_executor._cluster.manifest import MANAGED_BY, MANAGED_BY_LABEL
 from kubectl_executor.errors import ClaimNotBoundError
 from kubectl_executor.gc import collect_garbage
-from kubectl_executor.manifest import MANAGED_BY, MANAGED_BY_LABEL
 from kubectl_executor.workspace import WorkspaceVolume
 
 pytestmark = pytest.mark.integration

@@ -10,8 +10,8 @@ import pytest
 from kx_fakes import FakeRunner
 
 from kubectl_executor import executor as executor_module
-from kubectl_executor.kubectl import ClusterAccess, Kubectl
-from kubectl_executor.retry import RetryPolicy
+from kubectl_executor._cluster.kubectl import ClusterAccess, Kubectl
+from kubectl_executor._cluster.retry import RetryPolicy
 
 
 @pytest.fixture

@@ -1,6 +1,6 @@
 """Unit-test doubles (imported by tests/unit/conftest.py and the tests): a fake kubectl runner (never a real kubectl) and helpers shared by the unit tests.
 
-:class:`FakeRunner` implements :class:`kubectl_executor.runner.Runner`. It records every argv and stdin it
+:class:`FakeRunner` implements :class:`kubectl_executor._cluster.runner.Runner`. It records every argv and stdin it
 is given and answers like a small cluster would: ``apply`` stores the pod (from stdin) and returns it
 Ready, ``get``/``delete`` work on the stored pods, a ``--watch`` reports the pod's state, and an exec of
 the in-pod runner is answered by a queue of :class:`ExecReply` handlers that build kubectl's stdout by
@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubectl_executor.manifest import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
-from kubectl_executor.protocol import LAUNCH, LOADER, PY_END, RUN_SCRIPT, RUNNER_PREFIX
-from kubectl_executor.runner import Completed, Sink, StdinData
+from kubectl_executor._cluster.manifest import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
+from kubectl_executor._cluster.runner import Completed, Sink, StdinData
+from kubectl_executor._exec.protocol import LAUNCH, LOADER, PY_END, RUN_SCRIPT, RUNNER_PREFIX
 
 # ---------------------------------------------------------------------------------------------
 # Wire format of the in-pod runner, written out here on purpose (not imported), so that a change

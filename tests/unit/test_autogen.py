@@ -27,6 +27,8 @@ from autogen_core.code_executor import (
 from kx_fakes import ExecReply, FakeRunner, ParsedRequest, RunCall, reply_with
 
 from kubectl_executor import Resources
+from kubectl_executor._cluster.retry import RetryPolicy
+from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.autogen import (
     KubectlCodeExecutor,
     KubectlCodeExecutorConfig,
@@ -34,8 +36,6 @@ from kubectl_executor.autogen import (
     PodCommandLineCodeExecutor,
     build_python_functions_file,
 )
-from kubectl_executor.retry import RetryPolicy
-from kubectl_executor.runner import Completed
 
 
 @pytest.fixture
@@ -305,7 +305,7 @@ def test_cancellation_kills_the_in_pod_process(
 def test_the_kill_script_stops_the_runs_group_and_nothing_else(tmp_path: Any) -> None:
     """The executor's fixed in-pod kill script (cancel() and deadlines use it), run with the
     host's sh: it finds the run's pid file in any of the runner's log dirs."""
-    from kubectl_executor.protocol import kill_args
+    from kubectl_executor._exec.protocol import kill_args
 
     work, home = tmp_path / "work", tmp_path / "home"
     for d in (work / ".kx-logs", home / ".kx-logs"):

@@ -15,15 +15,15 @@ import pytest
 from kx_fakes import ExecReply, FakeRunner, ParsedRequest, parse_request
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor.dispatcher import (
+from kubectl_executor._exec.dispatcher import (
     ToolCommandLineCodeResult,
     build_tool_result,
     encode_payload,
     parse_arguments,
     runner_source,
 )
+from kubectl_executor._exec.protocol import LOADER, RUN_SCRIPT, FrameSplitter
 from kubectl_executor.errors import InvalidInputError, OutcomeUnknownError, UnsafePathError
-from kubectl_executor.protocol import LOADER, RUN_SCRIPT, FrameSplitter
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"

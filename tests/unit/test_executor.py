@@ -23,6 +23,14 @@ from kx_fakes import (
 )
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
+from kubectl_executor._cluster.manifest import (
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    SESSION_LABEL,
+    SPEC_LABEL,
+    spec_hash,
+)
+from kubectl_executor._exec.protocol import LAUNCH, LOADER, RUN_SCRIPT
 from kubectl_executor.errors import (
     ForbiddenError,
     InvalidInputError,
@@ -32,14 +40,6 @@ from kubectl_executor.errors import (
     TransientError,
 )
 from kubectl_executor.executor import BASHRC_BEGIN
-from kubectl_executor.manifest import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    SESSION_LABEL,
-    SPEC_LABEL,
-    spec_hash,
-)
-from kubectl_executor.protocol import LAUNCH, LOADER, RUN_SCRIPT
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 
@@ -440,7 +440,7 @@ def test_start_failure_deletes_the_pod(make: Make, fake_runner: FakeRunner) -> N
 
 
 def test_apply_failure_deletes_and_raises_typed(make: Make, fake_runner: FakeRunner) -> None:
-    from kubectl_executor.runner import Completed
+    from kubectl_executor._cluster.runner import Completed
 
     def forbid(call: Any) -> Completed | None:
         if call.args[:1] == ["apply"]:
@@ -643,7 +643,7 @@ def test_no_signal_handler_is_installed(make: Make) -> None:
 
 
 def test_resource_usage_is_this_pods(make: Make, fake_runner: FakeRunner) -> None:
-    from kubectl_executor.runner import Completed
+    from kubectl_executor._cluster.runner import Completed
 
     ex = make(namespace="team-a")
     metrics = {"containers": [{"name": "executor", "usage": {"cpu": "12m", "memory": "40Mi"}}]}
@@ -656,7 +656,7 @@ def test_resource_usage_is_this_pods(make: Make, fake_runner: FakeRunner) -> Non
 
 
 def test_resource_usage_none_without_metrics_api(make: Make, fake_runner: FakeRunner) -> None:
-    from kubectl_executor.runner import Completed
+    from kubectl_executor._cluster.runner import Completed
 
     ex = make(namespace="team-a")
     fake_runner.on_run = lambda call: (
@@ -821,7 +821,7 @@ TLS_STDERR = (
 def test_certificate_failure_says_what_to_pass(
     make: Make, fake_runner: FakeRunner, sleeps: list[float]
 ) -> None:
-    from kubectl_executor.runner import Completed
+    from kubectl_executor._cluster.runner import Completed
 
     fake_runner.on_run = lambda call: Completed(call.argv, 1, b"", TLS_STDERR, False)
     with pytest.raises(KubectlError) as info:
@@ -836,8 +836,8 @@ def test_certificate_failure_says_what_to_pass(
 
 
 def test_token_kubeconfig_without_ca_keeps_verification() -> None:
+    from kubectl_executor._cluster.kubectl import token_kubeconfig
     from kubectl_executor.boundary import ClusterAccess
-    from kubectl_executor.kubectl import token_kubeconfig
 
     config = token_kubeconfig(ClusterAccess(remote_control_plane="https://10.0.0.1:6443"), "t0ken")
     assert config["clusters"][0]["cluster"] == {"server": "https://10.0.0.1:6443"}  # nothing skipped

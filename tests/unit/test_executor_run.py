@@ -11,10 +11,10 @@ import pytest
 from kx_fakes import FakeRunner, parse_request, reply_with
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
+from kubectl_executor._exec.protocol import LAUNCH
+from kubectl_executor._exec.session import Session
 from kubectl_executor.errors import InvalidInputError, OutcomeUnknownError, TransientError
 from kubectl_executor.executor import SCRATCH_STEM
-from kubectl_executor.protocol import LAUNCH
-from kubectl_executor.session import Session
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 

@@ -13,21 +13,21 @@ from typing import Any
 import pytest
 from kx_fakes import FakeRunner, pod_json
 
-from kubectl_executor.errors import InvalidInputError
-from kubectl_executor.gc import (
+from kubectl_executor._cluster.gc import (
     LIFETIME_LABEL,
     LONG_LIVED,
     GcPolicy,
-    collect_garbage,
     decide,
     local_process_start,
     plan,
     selector,
 )
-from kubectl_executor.kubectl import Kubectl
-from kubectl_executor.manifest import ownership_labels
-from kubectl_executor.models import Pod
-from kubectl_executor.runner import Completed
+from kubectl_executor._cluster.kubectl import Kubectl
+from kubectl_executor._cluster.manifest import ownership_labels
+from kubectl_executor._cluster.models import Pod
+from kubectl_executor._cluster.runner import Completed
+from kubectl_executor.errors import InvalidInputError
+from kubectl_executor.gc import collect_garbage
 
 NOW = 1_800_000_000.0
 HERE = "build-host"

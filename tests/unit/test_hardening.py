@@ -10,20 +10,20 @@ from typing import Any
 import pytest
 from kx_fakes import FakeRunner, RunCall, pod_json
 
-from kubectl_executor import pod as pod_module
-from kubectl_executor.errors import ForbiddenError, InvalidInputError
-from kubectl_executor.executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor.kubectl import Kubectl
-from kubectl_executor.manifest import MANAGED_BY_LABEL, SESSION_LABEL
-from kubectl_executor.netpol import build_egress_deny_policy
-from kubectl_executor.pod import (
+from kubectl_executor._cluster import pod as pod_module
+from kubectl_executor._cluster.kubectl import Kubectl
+from kubectl_executor._cluster.manifest import MANAGED_BY_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.netpol import build_egress_deny_policy
+from kubectl_executor._cluster.pod import (
     SA_NAMESPACE_FILE,
     CallerPod,
     detect_caller_pod,
     resolve_owner_references,
     wait_ready,
 )
-from kubectl_executor.runner import Completed
+from kubectl_executor._cluster.runner import Completed
+from kubectl_executor.errors import ForbiddenError, InvalidInputError
+from kubectl_executor.executor import KubernetesCommandLineCodeExecutor
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 

@@ -14,6 +14,16 @@ from pathlib import Path
 import pytest
 from kx_fakes import ExecReply, FakeRunner, RunCall
 
+from kubectl_executor._cluster.kubectl import (
+    ClusterAccess,
+    Kubectl,
+    base_flags,
+    classify_failure,
+    locate_kubectl,
+    redact,
+    token_kubeconfig,
+)
+from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.errors import (
     ConflictError,
     ExecNotStartedError,
@@ -24,16 +34,6 @@ from kubectl_executor.errors import (
     NotFoundError,
     TransientError,
 )
-from kubectl_executor.kubectl import (
-    ClusterAccess,
-    Kubectl,
-    base_flags,
-    classify_failure,
-    locate_kubectl,
-    redact,
-    token_kubeconfig,
-)
-from kubectl_executor.runner import Completed
 
 TOKEN = "eyJhbGciOiJSUzI1NiJ9.s3cr3t-t0ken-value"
 SERVER = "https://api.example.test:6443"

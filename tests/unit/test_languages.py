@@ -6,8 +6,7 @@ import hashlib
 
 import pytest
 
-from kubectl_executor.errors import InvalidInputError, UnsafePathError
-from kubectl_executor.languages import (
+from kubectl_executor._exec.languages import (
     DEFAULT_EXECUTION_POLICIES,
     LANGUAGES,
     canonical_language,
@@ -21,6 +20,7 @@ from kubectl_executor.languages import (
     validate_relative_path,
     workspace_relative,
 )
+from kubectl_executor.errors import InvalidInputError, UnsafePathError
 
 
 @pytest.mark.parametrize(

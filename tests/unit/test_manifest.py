@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_executor.errors import InvalidInputError
-from kubectl_executor.manifest import (
+from kubectl_executor._cluster.manifest import (
     CONTAINER,
     CREATED_AT_LABEL,
     IMAGE_ANNOTATION,
@@ -29,6 +28,7 @@ from kubectl_executor.manifest import (
     spec_hash,
     validate_dns_label,
 )
+from kubectl_executor.errors import InvalidInputError
 
 LABELS = ownership_labels("0123456789abcdef", 1767225600, 4242, host="build-host-1")
 

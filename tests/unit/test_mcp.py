@@ -31,6 +31,8 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import EmbeddedResource, TextContent
 
 from kubectl_executor import cli as cli_module
+from kubectl_executor._exec.languages import code_filename, filename_hint, resolve_language
+from kubectl_executor._exec.transfer import TransferLimits, pod_relative
 from kubectl_executor.boundary import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from kubectl_executor.errors import (
     InvalidInputError,
@@ -41,7 +43,6 @@ from kubectl_executor.errors import (
     TransferError,
 )
 from kubectl_executor.executor import SCRATCH_STEM, BlockResult
-from kubectl_executor.languages import code_filename, filename_hint, resolve_language
 from kubectl_executor.mcp import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_RUN_TIMEOUT,
@@ -57,7 +58,6 @@ from kubectl_executor.mcp import (
 )
 from kubectl_executor.mcp import server as server_module
 from kubectl_executor.mcp.server import _fit, _only_client_gone, _SessionEndWatcher, cluster_problem
-from kubectl_executor.transfer import TransferLimits, pod_relative
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 from kx_fakes import Collected, run_sh_locally
 
-from kubectl_executor.protocol import LOG_DIR, MarkerFilter, Outcome, RunRequest, exec_input
+from kubectl_executor._exec.protocol import LOG_DIR, MarkerFilter, Outcome, RunRequest, exec_input
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("timeout") and shutil.which("python3") and os.path.exists("/bin/sh")),
@@ -335,7 +335,7 @@ def test_runner_script_is_posix_sh() -> None:
         pytest.skip("no dash")
     import subprocess
 
-    from kubectl_executor.protocol import RUN_SCRIPT
+    from kubectl_executor._exec.protocol import RUN_SCRIPT
 
     done = subprocess.run(["dash", "-n", "-c", RUN_SCRIPT], capture_output=True, check=False)
     assert done.returncode == 0, done.stderr

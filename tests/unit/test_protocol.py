@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 from kx_fakes import Collected, exit_marker, parse_request, run_sh_locally, runner_stdout, start_marker
 
-from kubectl_executor.errors import InvalidInputError
-from kubectl_executor.protocol import (
+from kubectl_executor._exec.protocol import (
     LAUNCH,
     LOADER,
     RUN_PY_CACHE,
@@ -22,6 +21,7 @@ from kubectl_executor.protocol import (
     kill_args,
     new_nonce,
 )
+from kubectl_executor.errors import InvalidInputError
 
 NONCE = "0123456789abcdef01234567"
 

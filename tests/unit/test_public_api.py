@@ -110,7 +110,9 @@ def test_import_is_light() -> None:
 
 
 def test_lazy_types_are_the_same_objects_wherever_they_are_imported_from() -> None:
-    from kubectl_executor import boundary, dispatcher, kubectl, manifest, results
+    from kubectl_executor import boundary
+    from kubectl_executor._cluster import kubectl, manifest
+    from kubectl_executor._exec import dispatcher, results
 
     assert (
         kubectl_executor.CommandLineCodeResult

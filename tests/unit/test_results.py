@@ -6,7 +6,12 @@ from typing import Any
 
 import pytest
 
-from kubectl_executor.results import CodeBlock, CommandLineCodeResult, MarkdownCodeExtractor, infer_language
+from kubectl_executor._exec.results import (
+    CodeBlock,
+    CommandLineCodeResult,
+    MarkdownCodeExtractor,
+    infer_language,
+)
 
 
 def extract(text: str | list[Any] | None) -> list[tuple[str, str]]:

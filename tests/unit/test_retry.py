@@ -8,15 +8,15 @@ from collections.abc import Callable, Iterator
 import pytest
 from kx_fakes import FakeRunner, RunCall
 
+from kubectl_executor._cluster.kubectl import Kubectl
+from kubectl_executor._cluster.retry import NO_RETRY, RetryPolicy, call_with_retry
+from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.errors import (
     ExecNotStartedError,
     KubectlError,
     NotFoundError,
     TransientError,
 )
-from kubectl_executor.kubectl import Kubectl
-from kubectl_executor.retry import NO_RETRY, RetryPolicy, call_with_retry
-from kubectl_executor.runner import Completed
 
 UNAVAILABLE = b"Error from server (ServiceUnavailable): the server is currently unable to handle the request (get pods)\n"
 TOO_MANY = b"Error from server (TooManyRequests): too many requests, Retry-After: 9\n"

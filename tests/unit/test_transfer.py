@@ -21,10 +21,9 @@ import pytest
 from kx_fakes import ExecReply, FakeProcess, FakeRunner
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor import transfer as T
-from kubectl_executor.errors import InvalidInputError, NotFoundError, TransferError, UnsafePathError
-from kubectl_executor.protocol import LOG_DIR
-from kubectl_executor.transfer import (
+from kubectl_executor._exec import transfer as T
+from kubectl_executor._exec.protocol import LOG_DIR
+from kubectl_executor._exec.transfer import (
     DEFAULT_EXCLUDES,
     HashingReader,
     TransferLimits,
@@ -35,6 +34,7 @@ from kubectl_executor.transfer import (
     pod_relative,
     write_upload_tar,
 )
+from kubectl_executor.errors import InvalidInputError, NotFoundError, TransferError, UnsafePathError
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]
 WORK = "/workspace"

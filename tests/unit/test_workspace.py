@@ -27,10 +27,9 @@ from kubectl_executor import (
     WorkspaceVolume,
 )
 from kubectl_executor import workspace as ws_module
-from kubectl_executor.errors import ClaimNotBoundError, claim_not_bound_message
-from kubectl_executor.gc import LIFETIME_LABEL, LONG_LIVED, collect_garbage
-from kubectl_executor.kubectl import Kubectl
-from kubectl_executor.manifest import (
+from kubectl_executor._cluster.gc import LIFETIME_LABEL, LONG_LIVED
+from kubectl_executor._cluster.kubectl import Kubectl
+from kubectl_executor._cluster.manifest import (
     CREATED_AT_LABEL,
     MANAGED_BY,
     MANAGED_BY_LABEL,
@@ -38,8 +37,10 @@ from kubectl_executor.manifest import (
     SESSION_LABEL,
     ownership_labels,
 )
-from kubectl_executor.retry import RetryPolicy
-from kubectl_executor.runner import Completed
+from kubectl_executor._cluster.retry import RetryPolicy
+from kubectl_executor._cluster.runner import Completed
+from kubectl_executor.errors import ClaimNotBoundError, claim_not_bound_message
+from kubectl_executor.gc import collect_garbage
 from kubectl_executor.workspace import (
     CLAIM_LABEL,
     CLAIM_NAMESPACE_LABEL,

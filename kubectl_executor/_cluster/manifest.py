@@ -12,11 +12,11 @@ import secrets
 import socket
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from .boundary import PodOptions as PodOptions
-    from .boundary import Resources as Resources
+    from ..boundary import PodOptions as PodOptions
+    from ..boundary import Resources as Resources
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubectl-executor"
@@ -235,7 +235,7 @@ def _named_list(value: Any) -> bool:
 
 def __getattr__(name: str) -> Any:
     if name in ("PodOptions", "Resources"):  # their home is boundary.py, loaded on first use
-        from . import boundary
+        from .. import boundary
 
         return getattr(boundary, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

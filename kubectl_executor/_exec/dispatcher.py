@@ -20,15 +20,15 @@ import re
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInputError
-from .kubectl import Kubectl
+from .._cluster.kubectl import Kubectl
+from ..errors import InvalidInputError
 from .protocol import TIMEOUT_NOTE, ExecResult, OutputCallback, RunRequest, pod_file
 from .transfer import pod_relative
 
 if TYPE_CHECKING:
-    from .boundary import ToolCallResult as ToolCallResult
-    from .boundary import ToolCommandLineCodeResult as ToolCommandLineCodeResult
-    from .boundary import ToolError as ToolError
+    from ..boundary import ToolCallResult as ToolCallResult
+    from ..boundary import ToolCommandLineCodeResult as ToolCommandLineCodeResult
+    from ..boundary import ToolError as ToolError
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def build_tool_result(frame: bytes | None, stdout: bytes, stderr: bytes) -> Tool
     """The frame as a model, with the function's own stdout/stderr (the runner's additions cut)."""
     if frame is None:
         return None
-    from .boundary import ToolCallResult
+    from ..boundary import ToolCallResult
 
     try:
         data = json.loads(frame)
@@ -185,7 +185,7 @@ class ToolsMixin:
         output = (done.stdout + done.stderr).decode(errors="replace")
         if done.timed_out:
             output += "\n" + TIMEOUT_NOTE.format(timeout=seconds)
-        from .boundary import ToolCommandLineCodeResult
+        from ..boundary import ToolCommandLineCodeResult
 
         return ToolCommandLineCodeResult(
             exit_code=done.exit_code,
@@ -211,7 +211,7 @@ __all__ = [
 
 def __getattr__(name: str) -> Any:
     if name in ("ToolCallResult", "ToolCommandLineCodeResult", "ToolError"):  # in boundary.py, loaded on use
-        from . import boundary
+        from .. import boundary
 
         return getattr(boundary, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
-from .errors import UnsafePathError
+from ..errors import UnsafePathError
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import tenacity
 
 
-from .errors import TransientError
+from ..errors import TransientError
 
 logger = logging.getLogger(__name__)
 

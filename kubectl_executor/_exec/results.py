@@ -6,11 +6,11 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from .errors import InvalidInputError
+from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from .boundary import CodeResult as CodeResult
-    from .boundary import CommandLineCodeResult as CommandLineCodeResult
+    from ..boundary import CodeResult as CodeResult
+    from ..boundary import CommandLineCodeResult as CommandLineCodeResult
 
 
 @dataclass
@@ -78,7 +78,7 @@ def _content_to_text(message: str | list[Any] | None) -> str:
 
 def __getattr__(name: str) -> Any:
     if name in ("CodeResult", "CommandLineCodeResult"):  # their home is boundary.py, loaded on first use
-        from . import boundary
+        from .. import boundary
 
         return getattr(boundary, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

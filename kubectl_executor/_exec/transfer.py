@@ -32,13 +32,13 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePath, PurePosixPath
 from typing import IO, TYPE_CHECKING, Any, BinaryIO, ClassVar, Protocol, cast
 
-from .errors import InvalidInputError, RemoteNotFoundError, TransferError, TransientError, UnsafePathError
-from .kubectl import Kubectl, classify_failure
+from .._cluster.kubectl import Kubectl, classify_failure
+from .._cluster.manifest import CONTAINER
+from .._cluster.retry import call_with_retry
+from .._cluster.runner import Process
+from ..errors import InvalidInputError, RemoteNotFoundError, TransferError, TransientError, UnsafePathError
 from .languages import validate_relative_path
-from .manifest import CONTAINER
 from .protocol import LOG_DIR, OutputBudget, new_nonce, pod_file
-from .retry import call_with_retry
-from .runner import Process
 
 logger = logging.getLogger(__name__)
 

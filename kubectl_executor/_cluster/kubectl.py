@@ -1,7 +1,7 @@
 """Talking to the cluster: locate kubectl, build its argv, run it, classify its failures.
 
 Pure parts (``base_flags``, ``redact``, ``classify_failure``, ``token_kubeconfig``) carry the unit
-tests; :class:`Kubectl` is the thin I/O layer on top of a :class:`~kubectl_executor.runner.Runner`.
+tests; :class:`Kubectl` is the thin I/O layer on top of a :class:`~kubectl_executor._cluster.runner.Runner`.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
-from .errors import (
+from ..errors import (
     ConflictError,
     ExecNotStartedError,
     ForbiddenError,
@@ -32,7 +32,7 @@ from .retry import NO_RETRY, RetryPolicy, call_with_retry
 from .runner import Completed, Process, Runner, ShRunner, Sink, StdinData
 
 if TYPE_CHECKING:
-    from .boundary import ClusterAccess as ClusterAccess
+    from ..boundary import ClusterAccess as ClusterAccess
 
 logger = logging.getLogger(__name__)
 
@@ -211,7 +211,7 @@ class Kubectl:
         request_timeout: float = 120.0,
     ) -> None:
         if access is None:
-            from .boundary import ClusterAccess
+            from ..boundary import ClusterAccess
 
             access = ClusterAccess()
         self.access = access
@@ -358,7 +358,7 @@ def _feed(proc: Process, stdin: bytes | IO[bytes] | None) -> None:
 
 def __getattr__(name: str) -> Any:
     if name == "ClusterAccess":  # its home is boundary.py, loaded on first use
-        from . import boundary
+        from .. import boundary
 
         return boundary.ClusterAccess
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -16,9 +16,9 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .errors import InvalidInputError
-from .manifest import validate_env_name, validate_env_value
-from .runner import Sink
+from .._cluster.manifest import validate_env_name, validate_env_value
+from .._cluster.runner import Sink
+from ..errors import InvalidInputError
 
 LOG_DIR = "/tmp/kx-logs"
 """Where the in-pod runner keeps full logs, pid files and its compiled cache (the _pod scripts

@@ -17,8 +17,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from . import netpol
-from .errors import (
+from ..errors import (
     InvalidInputError,
     KubectlError,
     NotFoundError,
@@ -26,6 +25,7 @@ from .errors import (
     StartupTimeoutError,
     TransientError,
 )
+from . import netpol
 from .kubectl import Kubectl, classify_failure
 from .manifest import (
     IMAGE_ANNOTATION,

@@ -34,9 +34,17 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .errors import InvalidInputError, KubectlError, KubectlExecutorError, OutcomeUnknownError, TransientError
-from .kubectl import Kubectl, classify_failure, redact
-from .manifest import CONTAINER, validate_dns_label
+from .._cluster.kubectl import Kubectl, classify_failure, redact
+from .._cluster.manifest import CONTAINER, validate_dns_label
+from .._cluster.retry import call_with_retry
+from .._cluster.runner import Process
+from ..errors import (
+    InvalidInputError,
+    KubectlError,
+    KubectlExecutorError,
+    OutcomeUnknownError,
+    TransientError,
+)
 from .protocol import (
     LOG_DIR,
     ExecResult,
@@ -47,8 +55,6 @@ from .protocol import (
     new_nonce,
     pod_file,
 )
-from .retry import call_with_retry
-from .runner import Process
 
 logger = logging.getLogger(__name__)
 
