@@ -6,6 +6,7 @@ from ._cluster.kubectl import Kubectl
 from ._cluster.retry import RetryPolicy
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
 from ._exec.transfer import TransferLimits
+from ._version import __version__
 from .errors import (
     ClaimNotBoundError,
     ConflictError,
@@ -69,8 +70,6 @@ def __getattr__(name: str) -> Any:
         return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
-
-__version__ = "0.1.0"
 
 __all__ = [
     "ClaimNotBoundError",

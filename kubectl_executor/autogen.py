@@ -58,12 +58,13 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, Field
 from typing_extensions import Self
 
-from ._cluster.manifest import CONTAINER, Resources
+from ._cluster.manifest import CONTAINER
 from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.languages import canonical_language, filename_hint, validate_relative_path
 from ._exec.results import CodeBlock
 from ._exec.transfer import DEFAULT_EXCLUDES
+from .boundary import Resources
 from .errors import InvalidInputError, KubectlExecutorError, TransferError, UnsafePathError
 from .executor import KubernetesCommandLineCodeExecutor
 from .settings import load_settings

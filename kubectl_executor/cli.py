@@ -24,9 +24,8 @@ from typing import Any, TypeVar
 import click  # a core dependency: the command works on the base install
 import pydantic
 
-from . import __version__
 from ._cluster.gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, pod_created_at, selector
-from ._cluster.kubectl import ClusterAccess, Kubectl
+from ._cluster.kubectl import Kubectl
 from ._cluster.manifest import (
     CONTAINER,
     MANAGED_BY,
@@ -41,7 +40,9 @@ from ._cluster.pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
 from ._cluster.runner import Runner
 from ._exec.dispatcher import TOOL_RUNNER_FILE
 from ._exec.protocol import TIMEOUT_NOTE
-from ._exec.results import CodeBlock, CommandLineCodeResult, infer_language
+from ._exec.results import CodeBlock, infer_language
+from ._version import __version__
+from .boundary import ClusterAccess, CommandLineCodeResult
 from .errors import (
     ForbiddenError,
     InvalidInputError,
@@ -1382,7 +1383,7 @@ def mcp(
     print_manifest: bool,
 ) -> int:
     """Serve the executor as MCP tools (run code, files, function calls) over stdio or HTTP."""
-    from ._cluster.manifest import Resources
+    from .boundary import Resources
 
     limits = {
         "cpu_request": cpu_request,

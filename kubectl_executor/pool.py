@@ -27,14 +27,12 @@ import threading
 import time
 from typing import Any
 
-from ._cluster.kubectl import ClusterAccess, Kubectl
+from ._cluster.kubectl import Kubectl
 from ._cluster.manifest import (
     CREATED_AT_LABEL,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SESSION_LABEL,
-    PodOptions,
-    Resources,
     build_pod_manifest,
     generate_pod_name,
     label_safe,
@@ -47,6 +45,7 @@ from ._cluster.pod import delete_pod, get_pod, list_pods, start_failure, wait_re
 from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
+from .boundary import ClusterAccess, PodOptions, Resources
 from .errors import (
     ConflictError,
     InvalidInputError,

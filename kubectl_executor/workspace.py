@@ -42,7 +42,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ._cluster.gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, GcPolicy, plan, selector
-from ._cluster.kubectl import ClusterAccess, Kubectl, classify_failure
+from ._cluster.kubectl import Kubectl, classify_failure
 from ._cluster.manifest import (
     CREATED_AT_LABEL,
     MANAGED_BY,
@@ -60,6 +60,7 @@ from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, ObjectWatch
 from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
+from .boundary import ClusterAccess
 from .errors import (
     ClaimNotBoundError,
     ConflictError,

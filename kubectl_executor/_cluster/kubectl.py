@@ -32,7 +32,7 @@ from .retry import NO_RETRY, RetryPolicy, call_with_retry
 from .runner import Completed, Process, Runner, ShRunner, Sink, StdinData
 
 if TYPE_CHECKING:
-    from ..boundary import ClusterAccess as ClusterAccess
+    from ..boundary import ClusterAccess
 
 logger = logging.getLogger(__name__)
 
@@ -354,11 +354,3 @@ def _feed(proc: Process, stdin: bytes | IO[bytes] | None) -> None:
         pass  # kubectl went away; its exit status tells the story
     finally:
         proc.close_stdin()
-
-
-def __getattr__(name: str) -> Any:
-    if name == "ClusterAccess":  # its home is boundary.py, loaded on first use
-        from .. import boundary
-
-        return boundary.ClusterAccess
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

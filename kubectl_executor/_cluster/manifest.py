@@ -15,8 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from ..boundary import PodOptions as PodOptions
-    from ..boundary import Resources as Resources
+    from ..boundary import PodOptions
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubectl-executor"
@@ -231,11 +230,3 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
 
 def _named_list(value: Any) -> bool:
     return isinstance(value, list) and all(isinstance(i, dict) and "name" in i for i in value)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("PodOptions", "Resources"):  # their home is boundary.py, loaded on first use
-        from .. import boundary
-
-        return getattr(boundary, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

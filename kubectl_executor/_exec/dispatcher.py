@@ -26,9 +26,7 @@ from .protocol import TIMEOUT_NOTE, ExecResult, OutputCallback, RunRequest, pod_
 from .transfer import pod_relative
 
 if TYPE_CHECKING:
-    from ..boundary import ToolCallResult as ToolCallResult
-    from ..boundary import ToolCommandLineCodeResult as ToolCommandLineCodeResult
-    from ..boundary import ToolError as ToolError
+    from ..boundary import ToolCallResult, ToolCommandLineCodeResult
 
 logger = logging.getLogger(__name__)
 
@@ -207,11 +205,3 @@ __all__ = [
     "parse_arguments",
     "runner_source",
 ]
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("ToolCallResult", "ToolCommandLineCodeResult", "ToolError"):  # in boundary.py, loaded on use
-        from .. import boundary
-
-        return getattr(boundary, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,8 +9,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import InvalidInputError
 
 if TYPE_CHECKING:
-    from ..boundary import CodeResult as CodeResult
-    from ..boundary import CommandLineCodeResult as CommandLineCodeResult
+    pass
 
 
 @dataclass
@@ -74,11 +73,3 @@ def _content_to_text(message: str | list[Any] | None) -> str:
         elif isinstance(item, dict) and item.get("type") == "text":
             parts.append(str(item.get("text", "")))
     return "\n".join(parts)
-
-
-def __getattr__(name: str) -> Any:
-    if name in ("CodeResult", "CommandLineCodeResult"):  # their home is boundary.py, loaded on first use
-        from .. import boundary
-
-        return getattr(boundary, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,8 +27,9 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import METHOD_NOT_FOUND, CallToolResult, TextContent, ToolAnnotations
 from pydantic import BaseModel, Field
 
-from .. import __version__
-from .._cluster.kubectl import ClusterAccess, Kubectl
+from .._cluster.kubectl import Kubectl
+from .._version import __version__
+from ..boundary import ClusterAccess
 from ..errors import (
     ForbiddenError,
     InvalidInputError,

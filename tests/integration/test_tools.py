@@ -11,7 +11,7 @@ import robin_user  # fixtures/robin_user.py: the same file that is uploaded, run
 from kx_cluster import ExecutorFactory
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
-from kubectl_executor._exec.dispatcher import ToolCommandLineCodeResult
+from kubectl_executor.boundary import ToolCommandLineCodeResult
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,9 @@ import pytest
 from kx_fakes import FakeRunner
 
 from kubectl_executor import executor as executor_module
-from kubectl_executor._cluster.kubectl import ClusterAccess, Kubectl
+from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.retry import RetryPolicy
+from kubectl_executor.boundary import ClusterAccess
 
 
 @pytest.fixture

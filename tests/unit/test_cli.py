@@ -667,7 +667,7 @@ def test_cp_download_errors_are_tool_errors(box: FakeRunner, mocker: MockerFixtu
 def test_call_uploads_installs_the_runner_and_calls(
     wired: FakeRunner, mocker: MockerFixture, tmp_path: Path
 ) -> None:
-    from kubectl_executor._exec.results import CommandLineCodeResult
+    from kubectl_executor.boundary import CommandLineCodeResult
 
     module = tmp_path / "tools.py"
     module.write_text("def add(a, b):\n    return a + b\n")
@@ -702,7 +702,7 @@ def test_call_uploads_installs_the_runner_and_calls(
 
 
 def test_call_exit_code_is_the_functions(wired: FakeRunner, mocker: MockerFixture) -> None:
-    from kubectl_executor._exec.results import CommandLineCodeResult
+    from kubectl_executor.boundary import CommandLineCodeResult
 
     mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
     mocker.patch.object(

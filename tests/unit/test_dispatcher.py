@@ -16,13 +16,13 @@ from kx_fakes import ExecReply, FakeRunner, ParsedRequest, parse_request
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
 from kubectl_executor._exec.dispatcher import (
-    ToolCommandLineCodeResult,
     build_tool_result,
     encode_payload,
     parse_arguments,
     runner_source,
 )
 from kubectl_executor._exec.protocol import LOADER, RUN_SCRIPT, FrameSplitter
+from kubectl_executor.boundary import ToolCommandLineCodeResult
 from kubectl_executor.errors import InvalidInputError, OutcomeUnknownError, UnsafePathError
 
 Make = Callable[..., KubernetesCommandLineCodeExecutor]

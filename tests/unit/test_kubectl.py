@@ -15,7 +15,6 @@ import pytest
 from kx_fakes import ExecReply, FakeRunner, RunCall
 
 from kubectl_executor._cluster.kubectl import (
-    ClusterAccess,
     Kubectl,
     base_flags,
     classify_failure,
@@ -24,6 +23,7 @@ from kubectl_executor._cluster.kubectl import (
     token_kubeconfig,
 )
 from kubectl_executor._cluster.runner import Completed
+from kubectl_executor.boundary import ClusterAccess
 from kubectl_executor.errors import (
     ConflictError,
     ExecNotStartedError,

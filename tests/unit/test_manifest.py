@@ -18,8 +18,6 @@ from kubectl_executor._cluster.manifest import (
     SESSION_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
-    PodOptions,
-    Resources,
     build_pod_manifest,
     deep_merge,
     generate_pod_name,
@@ -28,6 +26,7 @@ from kubectl_executor._cluster.manifest import (
     spec_hash,
     validate_dns_label,
 )
+from kubectl_executor.boundary import PodOptions, Resources
 from kubectl_executor.errors import InvalidInputError
 
 LABELS = ownership_labels("0123456789abcdef", 1767225600, 4242, host="build-host-1")

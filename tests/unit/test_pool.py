@@ -12,10 +12,11 @@ import pytest
 from kx_fakes import ExecReply, FakeProcess, kubectl_args, pod_json
 
 from kubectl_executor import executor as executor_module
-from kubectl_executor._cluster.kubectl import ClusterAccess, Kubectl
+from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.manifest import OWNER_PID_LABEL, SESSION_LABEL
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed, Sink, StdinData
+from kubectl_executor.boundary import ClusterAccess
 from kubectl_executor.errors import StartupTimeoutError
 from kubectl_executor.pool import CLAIMED_LABEL, POOL_LABEL, WarmPool
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from pathlib import Path
 
 import kubectl_executor
 from kubectl_executor import errors
@@ -109,20 +110,34 @@ def test_import_is_light() -> None:
     assert done.stdout.strip() == ""
 
 
-def test_lazy_types_are_the_same_objects_wherever_they_are_imported_from() -> None:
+def test_each_public_type_has_one_home() -> None:
+    """A public type is importable from ``kubectl_executor`` and from the module that defines it,
+    nowhere else: the private modules that use the pydantic types do not re-export them."""
     from kubectl_executor import boundary
     from kubectl_executor._cluster import kubectl, manifest
     from kubectl_executor._exec import dispatcher, results
 
-    assert (
-        kubectl_executor.CommandLineCodeResult
-        is results.CommandLineCodeResult
-        is boundary.CommandLineCodeResult
-    )
-    assert kubectl_executor.ClusterAccess is kubectl.ClusterAccess is boundary.ClusterAccess
-    assert kubectl_executor.PodOptions is manifest.PodOptions is boundary.PodOptions
-    assert kubectl_executor.ToolCallResult is dispatcher.ToolCallResult is boundary.ToolCallResult
+    assert kubectl_executor.CommandLineCodeResult is boundary.CommandLineCodeResult
+    assert kubectl_executor.ClusterAccess is boundary.ClusterAccess
+    for module, name in [
+        (results, "CommandLineCodeResult"),
+        (kubectl, "ClusterAccess"),
+        (manifest, "PodOptions"),
+        (dispatcher, "ToolCallResult"),
+    ]:
+        assert not hasattr(module, name), f"{module.__name__} re-exports {name}"
     assert issubclass(kubectl_executor.ToolCommandLineCodeResult, kubectl_executor.CommandLineCodeResult)
+
+
+def test_only_the_package_has_a_lazy_attribute_hook() -> None:
+    """``__init__`` loads the pydantic types on first use (import time); no other module has a hook."""
+    root = Path(kubectl_executor.__file__).parent
+    hooks = sorted(
+        str(p.relative_to(root))
+        for p in root.rglob("*.py")
+        if "\ndef __getattr__(" in p.read_text() and p.name != "__init__.py"
+    )
+    assert hooks == []
 
 
 def test_code_block_refuses_what_is_not_text() -> None:

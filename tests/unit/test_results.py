@@ -6,12 +6,8 @@ from typing import Any
 
 import pytest
 
-from kubectl_executor._exec.results import (
-    CodeBlock,
-    CommandLineCodeResult,
-    MarkdownCodeExtractor,
-    infer_language,
-)
+from kubectl_executor._exec.results import CodeBlock, MarkdownCodeExtractor, infer_language
+from kubectl_executor.boundary import CommandLineCodeResult
 
 
 def extract(text: str | list[Any] | None) -> list[tuple[str, str]]:

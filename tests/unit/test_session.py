@@ -19,11 +19,12 @@ from typing import Any
 
 import pytest
 
-from kubectl_executor._cluster.kubectl import ClusterAccess, Kubectl
+from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed, ShRunner, Sink, StdinData
 from kubectl_executor._exec.protocol import ExecResult, RunRequest
 from kubectl_executor._exec.session import STATE_LOST_NOTE, Session
+from kubectl_executor.boundary import ClusterAccess
 from kubectl_executor.errors import OutcomeUnknownError
 
 FRAME = struct.Struct(">cI")  # written out here on purpose: a protocol change must show in the tests
