@@ -24,17 +24,18 @@ from typing import Any, TypeVar
 import click  # a core dependency: the command works on the base install
 import pydantic
 
-from ._cluster.gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, pod_created_at, selector
+from ._cluster.gc import GcCandidate, pod_created_at, selector
 from ._cluster.kubectl import Kubectl
-from ._cluster.manifest import (
-    CONTAINER,
+from ._cluster.labels import (
+    LIFETIME_LABEL,
+    LONG_LIVED,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SESSION_LABEL,
-    validate_dns_label,
 )
+from ._cluster.manifest import CONTAINER, validate_dns_label
 from ._cluster.models import Pod
 from ._cluster.pod import apply_pod, delete_pod, get_pod, list_pods, wait_ready
 from ._cluster.runner import Runner

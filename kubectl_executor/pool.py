@@ -28,11 +28,15 @@ import time
 from typing import Any
 
 from ._cluster.kubectl import Kubectl
-from ._cluster.manifest import (
+from ._cluster.labels import (
+    CLAIMED_LABEL,
     CREATED_AT_LABEL,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
+    POOL_LABEL,
     SESSION_LABEL,
+)
+from ._cluster.manifest import (
     build_pod_manifest,
     generate_pod_name,
     label_safe,
@@ -58,8 +62,6 @@ from .errors import (
 
 logger = logging.getLogger(__name__)
 
-POOL_LABEL = "kubectl-executor.io/pool"
-CLAIMED_LABEL = "kubectl-executor.io/claimed"
 CLOSING = "closing"
 
 

@@ -41,20 +41,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ._cluster.gc import LIFETIME_LABEL, LONG_LIVED, GcCandidate, GcPolicy, plan, selector
+from ._cluster.gc import GcCandidate, GcPolicy, plan, selector
 from ._cluster.kubectl import Kubectl, classify_failure
-from ._cluster.manifest import (
+from ._cluster.labels import (
+    CLAIM_LABEL,
+    CLAIM_NAMESPACE_LABEL,
     CREATED_AT_LABEL,
+    LIFETIME_LABEL,
+    LONG_LIVED,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SESSION_LABEL,
-    ownership_labels,
-    validate_dns_label,
-    validate_label_key,
-    validate_label_value,
+    VOLUME_ANNOTATION,
 )
+from ._cluster.manifest import ownership_labels, validate_dns_label, validate_label_key, validate_label_value
 from ._cluster.models import ObjectMeta, Pod, PodStatus
 from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, ObjectWatch
 from ._cluster.retry import RetryPolicy
@@ -77,11 +79,6 @@ logger = logging.getLogger(__name__)
 
 AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]
 
-# On a static volume we made: which claim it is for (gc and `workspace delete` select on these).
-CLAIM_LABEL = "kubectl-executor.io/claim"
-CLAIM_NAMESPACE_LABEL = "kubectl-executor.io/claim-namespace"
-# On a claim whose static volume we made: that volume's name.
-VOLUME_ANNOTATION = "kubectl-executor.io/volume"
 
 _QUANTITY = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
 _SHORT_MODES = {

@@ -32,23 +32,22 @@ from dataclasses import dataclass, replace
 
 from ..errors import InvalidInputError
 from .kubectl import Kubectl
-from .manifest import (
+from .labels import (
     CREATED_AT_LABEL,
+    LIFETIME_LABEL,
+    LONG_LIVED,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
     OWNER_PID_LABEL,
     SESSION_LABEL,
-    label_safe,
-    validate_label_value,
 )
+from .manifest import label_safe, validate_label_value
 from .models import Pod
 from .pod import list_pods
 
 logger = logging.getLogger(__name__)
 
-LIFETIME_LABEL = "kubectl-executor.io/lifetime"
-LONG_LIVED = "long-lived"
 
 # A process that started this long after the pod's created-at label cannot have created it.
 PID_REUSE_SLACK = 5.0

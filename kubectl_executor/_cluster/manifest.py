@@ -13,19 +13,21 @@ import socket
 from typing import TYPE_CHECKING, Any
 
 from ..errors import InvalidInputError
+from .labels import (
+    CREATED_AT_LABEL,
+    IMAGE_ANNOTATION,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    OWNER_HOST_LABEL,
+    OWNER_PID_LABEL,
+    SESSION_LABEL,
+    SPEC_LABEL,
+    WORK_DIR_ANNOTATION,
+)
 
 if TYPE_CHECKING:
     from ..boundary import PodOptions
 
-MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
-MANAGED_BY = "kubectl-executor"
-SESSION_LABEL = "kubectl-executor.io/session"
-OWNER_HOST_LABEL = "kubectl-executor.io/owner-host"
-OWNER_PID_LABEL = "kubectl-executor.io/owner-pid"
-CREATED_AT_LABEL = "kubectl-executor.io/created-at"
-SPEC_LABEL = "kubectl-executor.io/spec"
-IMAGE_ANNOTATION = "kubectl-executor.io/image"
-WORK_DIR_ANNOTATION = "kubectl-executor.io/work-dir"
 CONTAINER = "executor"
 HOME_DIR = "/home/kx"
 

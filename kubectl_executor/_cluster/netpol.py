@@ -22,7 +22,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInputError
-from .manifest import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL, validate_dns_label, validate_label_value
+from .labels import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL
+from .manifest import validate_dns_label, validate_label_value
 
 API_VERSION = "networking.k8s.io/v1"
 KIND = "NetworkPolicy"

@@ -27,15 +27,15 @@ from ..errors import (
 )
 from . import netpol
 from .kubectl import Kubectl, classify_failure
-from .manifest import (
+from .labels import (
     IMAGE_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     SESSION_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
-    spec_hash,
 )
+from .manifest import spec_hash
 
 if TYPE_CHECKING:
     from .models import Pod

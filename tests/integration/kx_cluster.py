@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubectl_executor import ClusterAccess, Kubectl, KubernetesCommandLineCodeExecutor
-from kubectl_executor._cluster.manifest import MANAGED_BY, MANAGED_BY_LABEL
+from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL
 
 
 @dataclass

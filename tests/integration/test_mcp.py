@@ -19,6 +19,8 @@ from typing import IO, Any
 
 import pytest
 
+from kubectl_executor._cluster.labels import OWNER_HOST_LABEL, OWNER_PID_LABEL, POOL_LABEL, SESSION_LABEL
+
 pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install 'kubectl-executor[mcp]'")
 
 import anyio
@@ -38,8 +40,7 @@ from mcp import Client, ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
-from kubectl_executor._cluster.manifest import OWNER_HOST_LABEL, OWNER_PID_LABEL, SESSION_LABEL, label_safe
-from kubectl_executor.pool import POOL_LABEL
+from kubectl_executor._cluster.manifest import label_safe
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

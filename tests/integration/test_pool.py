@@ -14,7 +14,8 @@ import pytest
 from kx_cluster import Cluster, ExecutorFactory
 
 from kubectl_executor import CodeBlock
-from kubectl_executor.pool import CLAIMED_LABEL, POOL_LABEL, WarmPool
+from kubectl_executor._cluster.labels import CLAIMED_LABEL, POOL_LABEL
+from kubectl_executor.pool import WarmPool
 
 pytestmark = pytest.mark.integration
 

@@ -33,7 +33,7 @@ from kubectl_executor import (
     OutcomeUnknownError,
     TransientError,
 )
-from kubectl_executor._cluster.manifest import SESSION_LABEL
+from kubectl_executor._cluster.labels import SESSION_LABEL
 from kubectl_executor._cluster.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration

@@ -29,7 +29,7 @@ from kubectl_executor import (
     KubernetesCommandLineCodeExecutor,
     PVCValidationResult,
 )
-from kubectl_executor._cluster.manifest import MANAGED_BY, MANAGED_BY_LABEL
+from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL
 from kubectl_executor.errors import ClaimNotBoundError
 from kubectl_executor.gc import collect_garbage
 from kubectl_executor.workspace import WorkspaceVolume

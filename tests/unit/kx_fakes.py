@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kubectl_executor._cluster.manifest import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
+from kubectl_executor._cluster.labels import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
 from kubectl_executor._cluster.runner import Completed, Sink, StdinData
 from kubectl_executor._exec.protocol import LAUNCH, LOADER, PY_END, RUN_SCRIPT, RUNNER_PREFIX
 

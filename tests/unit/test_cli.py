@@ -19,8 +19,8 @@ from kx_fakes import ExecReply, FakeRunner, RunCall, exit_marker, pod_json, repl
 from pytest_mock import MockerFixture
 
 from kubectl_executor import cli
-from kubectl_executor._cluster.gc import LIFETIME_LABEL, LONG_LIVED
-from kubectl_executor._cluster.manifest import MANAGED_BY, MANAGED_BY_LABEL, ownership_labels
+from kubectl_executor._cluster.labels import LIFETIME_LABEL, LONG_LIVED, MANAGED_BY, MANAGED_BY_LABEL
+from kubectl_executor._cluster.manifest import ownership_labels
 from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.settings import ENV_PREFIX
 

@@ -17,10 +17,15 @@ from pytest_mock import MockerFixture
 from test_workspace import FakeStorage, claim_json
 
 from kubectl_executor import cli
-from kubectl_executor._cluster.gc import LIFETIME_LABEL, LONG_LIVED
-from kubectl_executor._cluster.manifest import MANAGED_BY, MANAGED_BY_LABEL, ownership_labels
+from kubectl_executor._cluster.labels import (
+    LIFETIME_LABEL,
+    LONG_LIVED,
+    MANAGED_BY,
+    MANAGED_BY_LABEL,
+    VOLUME_ANNOTATION,
+)
+from kubectl_executor._cluster.manifest import ownership_labels
 from kubectl_executor.settings import ENV_PREFIX
-from kubectl_executor.workspace import VOLUME_ANNOTATION
 
 MINE = {**ownership_labels("s1", 1_700_000_000, 4242, host="h"), LIFETIME_LABEL: LONG_LIVED}
 

@@ -23,13 +23,8 @@ from kx_fakes import (
 )
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
-from kubectl_executor._cluster.manifest import (
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    SESSION_LABEL,
-    SPEC_LABEL,
-    spec_hash,
-)
+from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL, SPEC_LABEL
+from kubectl_executor._cluster.manifest import spec_hash
 from kubectl_executor._exec.protocol import LAUNCH, LOADER, RUN_SCRIPT
 from kubectl_executor.errors import (
     ForbiddenError,

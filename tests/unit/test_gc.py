@@ -13,16 +13,9 @@ from typing import Any
 import pytest
 from kx_fakes import FakeRunner, pod_json
 
-from kubectl_executor._cluster.gc import (
-    LIFETIME_LABEL,
-    LONG_LIVED,
-    GcPolicy,
-    decide,
-    local_process_start,
-    plan,
-    selector,
-)
+from kubectl_executor._cluster.gc import GcPolicy, decide, local_process_start, plan, selector
 from kubectl_executor._cluster.kubectl import Kubectl
+from kubectl_executor._cluster.labels import LIFETIME_LABEL, LONG_LIVED
 from kubectl_executor._cluster.manifest import ownership_labels
 from kubectl_executor._cluster.models import Pod
 from kubectl_executor._cluster.runner import Completed

@@ -12,7 +12,7 @@ from kx_fakes import FakeRunner, RunCall, pod_json
 
 from kubectl_executor._cluster import pod as pod_module
 from kubectl_executor._cluster.kubectl import Kubectl
-from kubectl_executor._cluster.manifest import MANAGED_BY_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.labels import MANAGED_BY_LABEL, SESSION_LABEL
 from kubectl_executor._cluster.netpol import build_egress_deny_policy
 from kubectl_executor._cluster.pod import (
     SA_NAMESPACE_FILE,

@@ -7,8 +7,7 @@ from typing import Any
 
 import pytest
 
-from kubectl_executor._cluster.manifest import (
-    CONTAINER,
+from kubectl_executor._cluster.labels import (
     CREATED_AT_LABEL,
     IMAGE_ANNOTATION,
     MANAGED_BY,
@@ -18,6 +17,9 @@ from kubectl_executor._cluster.manifest import (
     SESSION_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
+)
+from kubectl_executor._cluster.manifest import (
+    CONTAINER,
     build_pod_manifest,
     deep_merge,
     generate_pod_name,

@@ -13,12 +13,12 @@ from kx_fakes import ExecReply, FakeProcess, kubectl_args, pod_json
 
 from kubectl_executor import executor as executor_module
 from kubectl_executor._cluster.kubectl import Kubectl
-from kubectl_executor._cluster.manifest import OWNER_PID_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.labels import CLAIMED_LABEL, OWNER_PID_LABEL, POOL_LABEL, SESSION_LABEL
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed, Sink, StdinData
 from kubectl_executor.boundary import ClusterAccess
 from kubectl_executor.errors import StartupTimeoutError
-from kubectl_executor.pool import CLAIMED_LABEL, POOL_LABEL, WarmPool
+from kubectl_executor.pool import WarmPool
 
 CONFLICT = (
     'Error from server (Conflict): Operation cannot be fulfilled on pods "{}": the object has been '

@@ -27,24 +27,25 @@ from kubectl_executor import (
     WorkspaceVolume,
 )
 from kubectl_executor import workspace as ws_module
-from kubectl_executor._cluster.gc import LIFETIME_LABEL, LONG_LIVED
 from kubectl_executor._cluster.kubectl import Kubectl
-from kubectl_executor._cluster.manifest import (
+from kubectl_executor._cluster.labels import (
+    CLAIM_LABEL,
+    CLAIM_NAMESPACE_LABEL,
     CREATED_AT_LABEL,
+    LIFETIME_LABEL,
+    LONG_LIVED,
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_PID_LABEL,
     SESSION_LABEL,
-    ownership_labels,
+    VOLUME_ANNOTATION,
 )
+from kubectl_executor._cluster.manifest import ownership_labels
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.errors import ClaimNotBoundError, claim_not_bound_message
 from kubectl_executor.gc import collect_garbage
 from kubectl_executor.workspace import (
-    CLAIM_LABEL,
-    CLAIM_NAMESPACE_LABEL,
-    VOLUME_ANNOTATION,
     ClaimEvent,
     WorkspaceOptions,
     build_claim_manifest,
