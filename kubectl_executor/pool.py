@@ -367,7 +367,7 @@ class WarmPool:
 
     # -- shutdown -----------------------------------------------------------------------------
 
-    def close(self) -> None:
+    def stop(self) -> None:
         """Stop refilling and delete the unclaimed pods this pool created (idempotent)."""
         if self._closed:
             return
@@ -388,11 +388,14 @@ class WarmPool:
                 self._kubectl.close()
             _live.discard(self)
 
+    close = stop
+    """An alias of :meth:`stop` (the name earlier versions documented)."""
+
     def __enter__(self) -> WarmPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self.close()
+        self.stop()
 
 
 def _hostname() -> str:
@@ -409,6 +412,6 @@ _live: set[WarmPool] = set()
 def _close_all() -> None:
     for pool in list(_live):
         try:
-            pool.close()
+            pool.stop()
         except Exception as exc:
             logger.warning("could not close pool %s: %s", pool.name, exc)

@@ -487,7 +487,7 @@ class KubectlExecutorMcp:
                 kubectl, self._pool_kubectl = self._pool_kubectl, None
             try:
                 if pool is not None:
-                    pool.close()
+                    pool.stop()
             finally:
                 if kubectl is not None:
                     kubectl.close()

@@ -43,7 +43,7 @@ def make_pool(cluster: Cluster) -> Iterator[PoolFactory]:
 
     yield make
     for pool in made:
-        pool.close()
+        pool.stop()
 
 
 def pool_pods(cluster: Cluster, name: str) -> list[dict[str, Any]]:
@@ -56,7 +56,7 @@ from kubectl_executor.pool import WarmPool
 args = json.loads(sys.argv[1])
 pool = WarmPool(size=0, name=args.pop("name"), **args)
 print(pool.claim(timeout=120).metadata.name)
-pool.close()
+pool.stop()
 """
 
 
@@ -118,7 +118,7 @@ def test_close_deletes_the_unclaimed_pods(make_pool: PoolFactory, cluster: Clust
     pool = make_pool(size=2, name="closing")
     assert pool.wait_warm(timeout=120)
     kept = pool.claim().metadata.name
-    pool.close()
+    pool.stop()
     assert [p["metadata"]["name"] for p in pool_pods(cluster, "closing")] == [kept]
     pool.release(kept)
     assert pool_pods(cluster, "closing") == []

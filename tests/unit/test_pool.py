@@ -185,7 +185,7 @@ def make_pool(
 
     yield make
     for pool in made:
-        pool.close()
+        pool.stop()
 
 
 def test_the_pool_fills_up_with_one_apply_and_labels_its_pods(
@@ -318,13 +318,13 @@ def test_close_deletes_only_its_own_unclaimed_pods_and_claims_them_first(
     own_free = [
         n for n in cluster.free() if cluster.pods[n]["metadata"]["labels"][SESSION_LABEL] == pool.pool_id
     ]
-    pool.close()
+    pool.stop()
     for name in own_free:
         assert name not in cluster.pods
         # each was claimed (atomically) before it was deleted
         assert any(c[:3] == ["label", "pod", name] and f"{CLAIMED_LABEL}=closing" in c for c in cluster.calls)
     assert claimed in cluster.pods
-    pool.close()  # idempotent
+    pool.stop()  # idempotent
 
 
 def test_pods_that_cannot_start_are_deleted(make_pool: Callable[..., WarmPool], cluster: PoolCluster) -> None:
@@ -371,3 +371,8 @@ def test_the_executor_refuses_a_pool_of_another_workspace(
     pool = make_pool(size=0, work_dir="/other")
     with pytest.raises(ValueError, match="work_dir"):
         executor_module.KubernetesCommandLineCodeExecutor(kubectl=fake_kubectl, runner=cluster, pool=pool)
+
+
+def test_close_is_an_alias_of_stop() -> None:
+    """One way to stop (``stop()`` / ``with``); ``close`` stays for code written against it."""
+    assert WarmPool.close is WarmPool.stop
