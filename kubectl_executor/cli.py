@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click  # a core dependency: the command works on the base install
 import pydantic
@@ -64,6 +64,9 @@ from .workspace import (
     list_workspaces,
     workspace_selector,
 )
+
+if TYPE_CHECKING:
+    from .mcp import KubectlExecutorMcp
 
 logger = logging.getLogger(__name__)
 
@@ -1448,7 +1451,7 @@ def mcp(
     return EXIT_OK
 
 
-def _mcp_banner(server: Any, transport: str) -> None:
+def _mcp_banner(server: KubectlExecutorMcp, transport: str) -> None:
     """One start-up line on stderr (the host's log): what serves, where its pods go, the limits;
     and at once, rather than at the first call, the reason no cluster can be reached."""
     config = server.config

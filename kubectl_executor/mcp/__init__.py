@@ -9,7 +9,8 @@ labelled with its pid, which ``kubectl-executor gc`` deletes.
 
 Layout: :mod:`.config` (options, the response budgets from the clients' limits), :mod:`.models`
 (results and their text), :mod:`.tools` (the blocking work, through the executor's public API),
-:mod:`.sessions` (a pod per session), :mod:`.server` (the tool table, progress, the transports).
+:mod:`.sessions` (a pod per session), :mod:`.catalog` (the tool table), :mod:`.server` (the one
+adapter, progress, the transports).
 """
 
 try:
