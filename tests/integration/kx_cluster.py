@@ -71,6 +71,15 @@ class Cluster:
             assert time.monotonic() < deadline, f"{kind} {name} still there after {timeout}s"
             time.sleep(0.1)
 
+    def node_name(self) -> str:
+        """The name of the cluster's (first) node: ``emulator-node`` on the emulator."""
+        done = self.run("get", "nodes", "-o", "jsonpath={.items[0].metadata.name}")
+        return done.stdout.decode()
+
+    def node_is_this_machine(self) -> bool:
+        """True when pods run on this machine's file system (the emulator, fixtures/cluster/up)."""
+        return self.emulator is not None or self.node_name() in ("127.0.0.1", "localhost")
+
     def library_kubectl(self) -> Kubectl:
         """The library's own kubectl layer pointed at this cluster and namespace."""
         return Kubectl(

@@ -78,7 +78,7 @@ def test_static_workspace_and_its_volume_go_together(cluster: Cluster) -> None:
         "--host-path",
         path,
         "--node",
-        "emulator-node",
+        cluster.node_name(),
         "-o",
         "json",
     )

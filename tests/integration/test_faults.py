@@ -477,7 +477,8 @@ def _bad_kubeconfigs(
         "missing": ({"kubeconfig": str(tmp_path / "absent.yaml")}, "absent.yaml", KubectlError),
         "garbage": ({"kubeconfig": str(garbage)}, "garbage.yaml", KubectlError),
         "no-such-context": ({"context": "no-such-context"}, 'context "no-such-context"', KubectlError),
-        "server-down": ({"kubeconfig": str(closed)}, "127.0.0.1:9", TransientError),
+        # its own context: the suite's --context names one this kubeconfig does not have
+        "server-down": ({"kubeconfig": str(closed), "context": "c"}, "127.0.0.1:9", TransientError),
     }
 
 

@@ -55,7 +55,10 @@ def start_child(cluster: Cluster, **options: Any) -> tuple[subprocess.Popen[str]
     )
     assert child.stdout is not None
     first = child.stdout.readline().split()
-    assert len(first) == 2, child.stderr.read() if child.stderr else ""
+    if len(first) != 2:
+        why = child.stderr.read() if child.stderr else ""
+        kill_group(child)  # its pipes closed, its kubectl gone, before the failure
+        pytest.fail(f"the child did not start its executor: {why}")
     return child, first[0], first[1]
 
 
@@ -135,7 +138,9 @@ def test_gc_keeps_pods_of_live_owners_and_long_lived_pods(
 
 def test_cli_gc_collects_a_pod_past_its_deadline(cluster: Cluster) -> None:
     """A pod that hit activeDeadlineSeconds (Failed/DeadlineExceeded) is collected whoever owns it."""
-    child, pod, session = start_child(cluster, active_deadline_seconds=2)
+    # The deadline counts from the pod's start on the node: a real node takes seconds to start
+    # the sandbox and the container, and a pod past it before Ready never runs the block.
+    child, pod, session = start_child(cluster, active_deadline_seconds=2 if cluster.emulator else 20)
     try:
         waited = cluster.run(
             "wait",

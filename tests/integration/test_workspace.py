@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -187,10 +188,20 @@ def test_a_missing_storage_class_fails_fast(workspace_factory: WorkspaceFactory,
 
 
 def test_a_static_host_path_volume_pinned_to_the_node(
-    workspace_factory: WorkspaceFactory, cluster: Cluster
+    workspace_factory: WorkspaceFactory, cluster: Cluster, request: pytest.FixtureRequest
 ) -> None:
     path = f"/srv/kx-tests/{cluster.namespace}/static"
-    ws = workspace_factory(size="500Mi", host_path=path, node="emulator-node", access_mode="ReadWriteOnce")
+    node = cluster.node_name()
+    if cluster.emulator is None:
+        # A real node's hostPath directory must exist, writable by the pod's user, as an admin makes it.
+        if not cluster.node_is_this_machine():
+            pytest.skip(
+                "a static hostPath volume needs its directory prepared on the node (not this machine)"
+            )
+        os.makedirs(path, exist_ok=True)
+        os.chmod(path, 0o777)
+        request.addfinalizer(lambda: shutil.rmtree(f"/srv/kx-tests/{cluster.namespace}", ignore_errors=True))
+    ws = workspace_factory(size="500Mi", host_path=path, node=node, access_mode="ReadWriteOnce")
     assert ws.volume_name is not None and ws.result is not None
     pv = cluster.get_object("pv", ws.volume_name)
     assert pv is not None
@@ -199,13 +210,13 @@ def test_a_static_host_path_volume_pinned_to_the_node(
         pv["spec"]["claimRef"]["name"] == ws.name and pv["spec"]["claimRef"]["namespace"] == cluster.namespace
     )
     terms = pv["spec"]["nodeAffinity"]["required"]["nodeSelectorTerms"]
-    assert terms[0]["matchExpressions"][0]["values"] == ["emulator-node"]
+    assert terms[0]["matchExpressions"][0]["values"] == [node]
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
     assert ws.result.volume_name == ws.volume_name and ws.result.volume_status == "Bound"
     assert ws.result.storage_class == "" and ws.result.volume_capacity == "500Mi"
     a, b = ws.executor(image=cluster.image), ws.executor(image=cluster.image)
     pods = {p["metadata"]["name"]: p for p in cluster.pods()}
-    assert pods[a.pod_name]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "emulator-node"}
+    assert pods[a.pod_name]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": node}
     a.upload_file_content("x.txt", "static")
     assert _sh(b, "cat x.txt") == "static"
     volume = ws.volume_name
