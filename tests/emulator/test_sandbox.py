@@ -163,7 +163,10 @@ def test_main_process_runs_as_user_with_command_and_args(tmp_path: Path) -> None
     )
 
     async def body(sb: Sandbox) -> None:
-        await asyncio.to_thread(wait_for, lambda: (vol / "args").exists())
+        # The shell creates the file before it writes the line: wait for the line, not the file.
+        await asyncio.to_thread(
+            wait_for, lambda: (vol / "args").is_file() and (vol / "args").read_text().endswith("\n")
+        )
         assert (vol / "uid").read_text() == "1234\n"
         assert (vol / "args").read_text() == "arg0 /data\n"
         assert sb.main_exit_code() is None
