@@ -8,13 +8,13 @@ import pytest
 
 pytest.importorskip("smolagents", reason="the smolagents extra is not installed")
 
-from kx_cluster import Cluster, ExecutorFactory  # noqa: E402
-from smolagents import CodeAgent, tool  # noqa: E402
-from smolagents.models import ChatMessage, MessageRole, Model  # noqa: E402
-from smolagents.monitoring import AgentLogger, LogLevel  # noqa: E402
-from smolagents.utils import AgentError  # noqa: E402
+from kx_cluster import Cluster, ExecutorFactory
+from smolagents import CodeAgent, tool
+from smolagents.models import ChatMessage, MessageRole, Model
+from smolagents.monitoring import AgentLogger, LogLevel
+from smolagents.utils import AgentError
 
-from kubectl_executor.frameworks.smolagents import KubectlExecutor  # noqa: E402
+from kubectl_executor.frameworks.smolagents import KubectlExecutor
 
 pytestmark = pytest.mark.integration
 
