@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("cluster", {"_cluster"}),
     ("exec", {"_exec"}),
     ("facades", {"executor", "pool", "workspace", "gc", "settings"}),
-    ("integrations", {"cli", "mcp", "autogen", "__main__"}),
+    ("integrations", {"cli", "mcp", "autogen", "frameworks", "__main__"}),
     ("api", {""}),
 ]
 
