@@ -321,6 +321,8 @@ class Agent:
         self.received = time.monotonic()
         self.nonce = None
         self.cancelled = False
+        self.cancel_for = None  # the nonce of the last C frame, kept until its block registers
+        self.lock = threading.Lock()  # orders a C frame against the block registering
         self.active_group = None
         self.kernel = Kernel(self)
 
@@ -359,8 +361,20 @@ class Agent:
         self.shutdown()
 
     def cancel(self, nonce):
-        """Kill the block in flight if it is ``nonce`` (its X frame follows as usual)."""
-        if not self.running or nonce != self.nonce:
+        """Kill the block ``nonce`` (its X frame follows as usual). A C frame can overtake the
+        block's own start (the worker thread not yet at its process or kernel): it is kept, and
+        the block is stopped the moment it registers (see :meth:`registered`)."""
+        with self.lock:
+            self.cancel_for = nonce
+            self.stop_if_cancelled()
+
+    def registered(self):
+        """The block's process group (or the kernel's busy flag) is now set."""
+        with self.lock:
+            self.stop_if_cancelled()
+
+    def stop_if_cancelled(self):
+        if not self.running or self.nonce is None or self.cancel_for != self.nonce:
             return
         self.cancelled = True
         if self.active_group is not None:
@@ -380,11 +394,18 @@ class Agent:
 
     def run(self, payload):
         self.received = time.monotonic()
-        self.cancelled = False
-        self.nonce = None
+        with self.lock:
+            self.cancelled = False
+            self.nonce = None
         try:
             req = Request(payload)
-            self.nonce = req.nonce
+            with self.lock:
+                self.nonce = req.nonce
+                self.cancelled = self.cancel_for == req.nonce
+            if self.cancelled:  # its C frame overtook it: it never starts (the kernel keeps its state)
+                self.out.send(b"S", req.nonce.encode())
+                self.out.send(b"E", b"kubectl-executor: cancelled before it started\n")
+                return self.finish(req.nonce, 130)
         except (BadRequest, ValueError) as exc:
             self.out.send(b"S", b"")
             self.out.send(b"E", ("kubectl-executor: %s\n" % exc).encode())
@@ -473,6 +494,7 @@ class Agent:
             return self.finish(req.nonce, code, logs=logs, budget=req.budget)
         self.active_group = proc.pid
         self.registry.set("block", proc.pid)
+        self.registered()
         grow_pipes(proc.stdout.fileno(), proc.stderr.fileno())
         pump = Pump(self.out, logs, proc.stdout.fileno(), proc.stderr.fileno())
         exited = Exited(proc)
@@ -706,6 +728,10 @@ class Kernel:
         err_r, err_w = os.pipe()
         agent.out.send(b"S", req.nonce.encode())
         message = json.dumps({"path": path, "env": req.env}).encode()
+        # Busy before the block is sent: its first output can reach the client (and a cancel come
+        # back) before this thread runs again, and a cancel that finds the kernel idle is lost.
+        self.blocks += 1
+        self.busy = True
         try:
             self.sock.sendmsg(
                 [message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))]
@@ -716,8 +742,7 @@ class Kernel:
         os.close(err_w)
         pump = Pump(agent.out, logs, out_r, err_r)
         timed_out = False
-        self.blocks += 1
-        self.busy = True
+        agent.registered()
         reply = self.reply(req.timeout)
         if reply == "timeout":
             # Interrupt, as a notebook does; kill (and lose the state) only if that fails.

@@ -524,3 +524,37 @@ def test_cancel_interrupts_a_stateful_block_and_keeps_the_state(
     thread.join(30)
     assert results and b"KeyboardInterrupt" in results[0].stderr and not results[0].state_lost
     assert session.run(request(workdir, "print(x)")).stdout == b"5\n"
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_cancel_that_overtakes_its_block_still_cancels_it(
+    open_session: Callable[..., Session], local_runner: LocalAgentRunner, workdir: Path, stateful: bool
+) -> None:
+    """The C frame reaches the agent before the worker that runs the R frame registered the block
+    (forced here: C is written just ahead of R). It used to be dropped, and the block ran on to its
+    deadline: a cancel reported as a timeout."""
+    req = request(workdir, "import time\nwhile True:\n    time.sleep(0.01)\n", timeout=10)
+    spawn = local_runner.spawn
+
+    def spawn_overtaken(argv: Sequence[str], **kwargs: Any) -> Any:
+        proc = spawn(argv, **kwargs)
+        write = proc.write
+
+        def write_c_first(data: bytes) -> None:
+            if data[:1] == b"R" and req.nonce.encode() in data:
+                write(FRAME.pack(b"C", len(req.nonce)) + req.nonce.encode())
+            write(data)
+
+        proc.write = write_c_first
+        return proc
+
+    local_runner.spawn = spawn_overtaken  # type: ignore[method-assign]
+    session = open_session(stateful=stateful)
+    session.run(request(workdir, "x = 3"))
+    result = session.run(req)
+    assert result.exit_code == 130 and not result.timed_out and not result.state_lost
+    assert b"cancelled before it started" in result.stderr
+    if stateful:  # the kernel never saw the block: its state is intact
+        assert session.run(request(workdir, "print(x)")).stdout == b"3\n"
+    assert session.run(request(workdir, "echo next", "sh")).stdout == b"next\n"
+    assert session.connects == 1
