@@ -7,6 +7,8 @@ the real client speak the real protocol. ``ScriptedProcess`` plays a misbehaving
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import kubectl_executor
 from kubectl_executor.errors import OutcomeUnknownError
 from kubectl_executor.kubectl import ClusterAccess, Kubectl
 from kubectl_executor.protocol import ExecResult, RunRequest
@@ -558,3 +561,52 @@ def test_a_cancel_that_overtakes_its_block_still_cancels_it(
         assert session.run(request(workdir, "print(x)")).stdout == b"3\n"
     assert session.run(request(workdir, "echo next", "sh")).stdout == b"next\n"
     assert session.connects == 1
+
+
+AGENT_SOURCE = next(Path(kubectl_executor.__file__).parent.rglob("_pod/agent.py"))
+
+
+def test_a_cancel_right_after_the_first_output_interrupts_the_kernel(workdir: Path) -> None:
+    """The block's first output reaches the client and its cancel comes back before the agent's
+    worker thread runs again (forced here: the worker is held in Pump() until the cancel was
+    handled). The kernel must already count as busy, or the cancel is lost and the block runs on
+    to its deadline (a cancel reported as a timeout)."""
+    spec = importlib.util.spec_from_file_location("kx_agent_under_test", AGENT_SOURCE)
+    assert spec is not None and spec.loader is not None
+    agent_mod: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent_mod)
+    req = request(workdir, "import time\nx = 4\nprint('started')\nwhile True:\n    time.sleep(0.01)\n")
+    req = dataclasses.replace(req, runner="kernel")  # as a stateful session sends it
+    frames: list[tuple[bytes, Any]] = []
+    handled = threading.Event()
+    agent: Any = None
+
+    class Out:
+        def send(self, kind: bytes, payload: bytes = b"") -> None:
+            frames.append((kind, payload))
+            if kind == b"O" and b"started" in payload and not handled.is_set():
+                agent.cancel(req.nonce)  # what the serve thread does with the C frame
+                handled.set()
+
+        def json(self, kind: bytes, obj: Any) -> None:
+            frames.append((kind, obj))
+
+    real_pump = agent_mod.Pump
+
+    def held_pump(*args: Any) -> Any:
+        pump = real_pump(*args)
+        assert handled.wait(30)  # the worker thread resumes only after the cancel
+        return pump
+
+    agent_mod.Pump = held_pump
+    agent = agent_mod.Agent("unit-" + req.nonce[:8], AGENT_SOURCE.read_text())
+    agent.out = Out()
+    agent.running = True
+    try:
+        agent.run(req.encode())
+        (exit_frame,) = [obj for kind, obj in frames if kind == b"X"]
+        assert exit_frame["cancelled"] and not exit_frame["timed_out"] and not exit_frame["state_lost"]
+        assert exit_frame["exit_code"] == 1 and agent.kernel.alive()  # interrupted, not killed
+    finally:
+        agent.kernel.kill()
+        agent.registry.remove()
