@@ -728,21 +728,21 @@ class Kernel:
         err_r, err_w = os.pipe()
         agent.out.send(b"S", req.nonce.encode())
         message = json.dumps({"path": path, "env": req.env}).encode()
-        # Busy before the block is sent: its first output can reach the client (and a cancel come
-        # back) before this thread runs again, and a cancel that finds the kernel idle is lost.
-        self.blocks += 1
-        self.busy = True
         try:
             self.sock.sendmsg(
                 [message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))]
             )
         except OSError:
             state_lost = True
+        # The block's first output can reach the client, and its cancel come back, before this
+        # thread gets here: that cancel was kept, registered() carries it out.
+        self.blocks += 1
+        self.busy = True
+        agent.registered()
         os.close(out_w)
         os.close(err_w)
         pump = Pump(agent.out, logs, out_r, err_r)
         timed_out = False
-        agent.registered()
         reply = self.reply(req.timeout)
         if reply == "timeout":
             # Interrupt, as a notebook does; kill (and lose the state) only if that fails.
@@ -800,10 +800,13 @@ def kernel_main(fd):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
     devnull = os.open(os.devnull, os.O_RDWR)
     busy = [False]
+    early = [None]  # None while waiting for a block; True once an interrupt came before its exec
 
     def on_sigint(signum, frame):
         if busy[0]:
             raise KeyboardInterrupt
+        if early[0] is not None:  # the block is here but not yet running: it starts interrupted
+            early[0] = True
         # between blocks: nothing to interrupt
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -814,8 +817,10 @@ def kernel_main(fd):
     base_env = dict(os.environ)
     fd_size = array.array("i").itemsize
     while True:
+        early[0] = None
         try:
             data, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(2 * fd_size))
+            early[0] = False
         except KeyboardInterrupt:
             continue
         except OSError:
@@ -835,7 +840,7 @@ def kernel_main(fd):
         os.close(fds[0])
         os.close(fds[1])
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        code = _kernel_exec(request, namespace, base_env, busy)
+        code = _kernel_exec(request, namespace, base_env, busy, early)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         try:
@@ -844,7 +849,7 @@ def kernel_main(fd):
             sock.send(json.dumps({"exit_code": code}).encode())
 
 
-def _kernel_exec(request, namespace, base_env, busy):
+def _kernel_exec(request, namespace, base_env, busy, early):
     path = request["path"]
     os.environ.clear()
     os.environ.update(base_env)
@@ -858,6 +863,8 @@ def _kernel_exec(request, namespace, base_env, busy):
     code = 0
     busy[0] = True
     try:
+        if early[0]:
+            raise KeyboardInterrupt
         with open(path, "rb") as fh:
             source = fh.read()
         exec(compile(source, path, "exec"), namespace)
