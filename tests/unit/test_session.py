@@ -7,6 +7,8 @@ the real client speak the real protocol. ``ScriptedProcess`` plays a misbehaving
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
 import json
 import os
 import signal
@@ -19,6 +21,7 @@ from typing import Any
 
 import pytest
 
+import kubectl_executor
 from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed, ShRunner, Sink, StdinData
@@ -525,3 +528,86 @@ def test_cancel_interrupts_a_stateful_block_and_keeps_the_state(
     thread.join(30)
     assert results and b"KeyboardInterrupt" in results[0].stderr and not results[0].state_lost
     assert session.run(request(workdir, "print(x)")).stdout == b"5\n"
+
+
+@pytest.mark.parametrize("stateful", [False, True])
+def test_a_cancel_that_overtakes_its_block_still_cancels_it(
+    open_session: Callable[..., Session], local_runner: LocalAgentRunner, workdir: Path, stateful: bool
+) -> None:
+    """The C frame reaches the agent before the worker that runs the R frame registered the block
+    (forced here: C is written just ahead of R). It used to be dropped, and the block ran on to its
+    deadline: a cancel reported as a timeout."""
+    req = request(workdir, "import time\nwhile True:\n    time.sleep(0.01)\n", timeout=10)
+    spawn = local_runner.spawn
+
+    def spawn_overtaken(argv: Sequence[str], **kwargs: Any) -> Any:
+        proc = spawn(argv, **kwargs)
+        write = proc.write
+
+        def write_c_first(data: bytes) -> None:
+            if data[:1] == b"R" and req.nonce.encode() in data:
+                write(FRAME.pack(b"C", len(req.nonce)) + req.nonce.encode())
+            write(data)
+
+        proc.write = write_c_first
+        return proc
+
+    local_runner.spawn = spawn_overtaken  # type: ignore[method-assign]
+    session = open_session(stateful=stateful)
+    session.run(request(workdir, "x = 3"))
+    result = session.run(req)
+    assert result.exit_code == 130 and not result.timed_out and not result.state_lost
+    assert b"cancelled before it started" in result.stderr
+    if stateful:  # the kernel never saw the block: its state is intact
+        assert session.run(request(workdir, "print(x)")).stdout == b"3\n"
+    assert session.run(request(workdir, "echo next", "sh")).stdout == b"next\n"
+    assert session.connects == 1
+
+
+AGENT_SOURCE = next(Path(kubectl_executor.__file__).parent.rglob("_pod/agent.py"))
+
+
+def test_a_cancel_right_after_the_first_output_interrupts_the_kernel(workdir: Path) -> None:
+    """The block's first output reaches the client and its cancel comes back before the agent's
+    worker thread runs again (forced here: the worker is held in Pump() until the cancel was
+    handled). The kernel must already count as busy, or the cancel is lost and the block runs on
+    to its deadline (a cancel reported as a timeout)."""
+    spec = importlib.util.spec_from_file_location("kx_agent_under_test", AGENT_SOURCE)
+    assert spec is not None and spec.loader is not None
+    agent_mod: Any = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(agent_mod)
+    req = request(workdir, "import time\nx = 4\nprint('started')\nwhile True:\n    time.sleep(0.01)\n")
+    req = dataclasses.replace(req, runner="kernel")  # as a stateful session sends it
+    frames: list[tuple[bytes, Any]] = []
+    handled = threading.Event()
+    agent: Any = None
+
+    class Out:
+        def send(self, kind: bytes, payload: bytes = b"") -> None:
+            frames.append((kind, payload))
+            if kind == b"O" and b"started" in payload and not handled.is_set():
+                agent.cancel(req.nonce)  # what the serve thread does with the C frame
+                handled.set()
+
+        def json(self, kind: bytes, obj: Any) -> None:
+            frames.append((kind, obj))
+
+    real_pump = agent_mod.Pump
+
+    def held_pump(*args: Any) -> Any:
+        pump = real_pump(*args)
+        assert handled.wait(30)  # the worker thread resumes only after the cancel
+        return pump
+
+    agent_mod.Pump = held_pump
+    agent = agent_mod.Agent("unit-" + req.nonce[:8], AGENT_SOURCE.read_text())
+    agent.out = Out()
+    agent.running = True
+    try:
+        agent.run(req.encode())
+        (exit_frame,) = [obj for kind, obj in frames if kind == b"X"]
+        assert exit_frame["cancelled"] and not exit_frame["timed_out"] and not exit_frame["state_lost"]
+        assert exit_frame["exit_code"] == 1 and agent.kernel.alive()  # interrupted, not killed
+    finally:
+        agent.kernel.kill()
+        agent.registry.remove()

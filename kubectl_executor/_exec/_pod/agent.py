@@ -321,6 +321,8 @@ class Agent:
         self.received = time.monotonic()
         self.nonce = None
         self.cancelled = False
+        self.cancel_for = None  # the nonce of the last C frame, kept until its block registers
+        self.lock = threading.Lock()  # orders a C frame against the block registering
         self.active_group = None
         self.kernel = Kernel(self)
 
@@ -359,8 +361,20 @@ class Agent:
         self.shutdown()
 
     def cancel(self, nonce):
-        """Kill the block in flight if it is ``nonce`` (its X frame follows as usual)."""
-        if not self.running or nonce != self.nonce:
+        """Kill the block ``nonce`` (its X frame follows as usual). A C frame can overtake the
+        block's own start (the worker thread not yet at its process or kernel): it is kept, and
+        the block is stopped the moment it registers (see :meth:`registered`)."""
+        with self.lock:
+            self.cancel_for = nonce
+            self.stop_if_cancelled()
+
+    def registered(self):
+        """The block's process group (or the kernel's busy flag) is now set."""
+        with self.lock:
+            self.stop_if_cancelled()
+
+    def stop_if_cancelled(self):
+        if not self.running or self.nonce is None or self.cancel_for != self.nonce:
             return
         self.cancelled = True
         if self.active_group is not None:
@@ -380,11 +394,18 @@ class Agent:
 
     def run(self, payload):
         self.received = time.monotonic()
-        self.cancelled = False
-        self.nonce = None
+        with self.lock:
+            self.cancelled = False
+            self.nonce = None
         try:
             req = Request(payload)
-            self.nonce = req.nonce
+            with self.lock:
+                self.nonce = req.nonce
+                self.cancelled = self.cancel_for == req.nonce
+            if self.cancelled:  # its C frame overtook it: it never starts (the kernel keeps its state)
+                self.out.send(b"S", req.nonce.encode())
+                self.out.send(b"E", b"kubectl-executor: cancelled before it started\n")
+                return self.finish(req.nonce, 130)
         except (BadRequest, ValueError) as exc:
             self.out.send(b"S", b"")
             self.out.send(b"E", ("kubectl-executor: %s\n" % exc).encode())
@@ -473,6 +494,7 @@ class Agent:
             return self.finish(req.nonce, code, logs=logs, budget=req.budget)
         self.active_group = proc.pid
         self.registry.set("block", proc.pid)
+        self.registered()
         grow_pipes(proc.stdout.fileno(), proc.stderr.fileno())
         pump = Pump(self.out, logs, proc.stdout.fileno(), proc.stderr.fileno())
         exited = Exited(proc)
@@ -712,12 +734,15 @@ class Kernel:
             )
         except OSError:
             state_lost = True
+        # The block's first output can reach the client, and its cancel come back, before this
+        # thread gets here: that cancel was kept, registered() carries it out.
+        self.blocks += 1
+        self.busy = True
+        agent.registered()
         os.close(out_w)
         os.close(err_w)
         pump = Pump(agent.out, logs, out_r, err_r)
         timed_out = False
-        self.blocks += 1
-        self.busy = True
         reply = self.reply(req.timeout)
         if reply == "timeout":
             # Interrupt, as a notebook does; kill (and lose the state) only if that fails.
@@ -775,10 +800,13 @@ def kernel_main(fd):
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET, 0, fd)
     devnull = os.open(os.devnull, os.O_RDWR)
     busy = [False]
+    early = [None]  # None while waiting for a block; True once an interrupt came before its exec
 
     def on_sigint(signum, frame):
         if busy[0]:
             raise KeyboardInterrupt
+        if early[0] is not None:  # the block is here but not yet running: it starts interrupted
+            early[0] = True
         # between blocks: nothing to interrupt
 
     signal.signal(signal.SIGINT, on_sigint)
@@ -789,8 +817,10 @@ def kernel_main(fd):
     base_env = dict(os.environ)
     fd_size = array.array("i").itemsize
     while True:
+        early[0] = None
         try:
             data, ancillary, _, _ = sock.recvmsg(1 << 20, socket.CMSG_SPACE(2 * fd_size))
+            early[0] = False
         except KeyboardInterrupt:
             continue
         except OSError:
@@ -810,7 +840,7 @@ def kernel_main(fd):
         os.close(fds[0])
         os.close(fds[1])
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        code = _kernel_exec(request, namespace, base_env, busy)
+        code = _kernel_exec(request, namespace, base_env, busy, early)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         try:
@@ -819,7 +849,7 @@ def kernel_main(fd):
             sock.send(json.dumps({"exit_code": code}).encode())
 
 
-def _kernel_exec(request, namespace, base_env, busy):
+def _kernel_exec(request, namespace, base_env, busy, early):
     path = request["path"]
     os.environ.clear()
     os.environ.update(base_env)
@@ -833,6 +863,8 @@ def _kernel_exec(request, namespace, base_env, busy):
     code = 0
     busy[0] = True
     try:
+        if early[0]:
+            raise KeyboardInterrupt
         with open(path, "rb") as fh:
             source = fh.read()
         exec(compile(source, path, "exec"), namespace)
