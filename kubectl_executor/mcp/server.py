@@ -449,6 +449,9 @@ def _bind(host: str, port: int) -> socket.socket:
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(address)
+        # Listening now, before the URL is announced: a client that connects before uvicorn is up
+        # waits in the backlog instead of being refused (seen under load).
+        sock.listen(128)
     except OSError:
         sock.close()
         raise
