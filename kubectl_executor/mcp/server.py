@@ -377,19 +377,33 @@ class KubectlExecutorMcp:
         interval = self.config.progress_interval
 
         async def beat() -> None:
-            n = 0
+            # One notification per interval, and one at once when the call enters a new phase
+            # (a pod start that ends within the first interval is still reported). The phase is
+            # looked at often: each phase is at least one kubectl process (tens of ms).
+            step = min(interval, PHASE_POLL_SECONDS)
+            last_phase, next_beat = first_phase, started + interval
             while True:
-                await anyio.sleep(interval)
-                n += 1
+                await anyio.sleep(step)
+                now, phase = anyio.current_time(), ws.phase
+                if phase == last_phase and now < next_beat:
+                    continue
+                last_phase, next_beat = phase, now + interval
+                elapsed = round(now - started, 2)
                 with contextlib.suppress(Exception):  # a client gone is the call's problem, not ours
-                    await ctx.report_progress(n * interval, None, f"{ws.activity()} ({n * interval:g}s)")
+                    await ctx.report_progress(elapsed, None, f"{ws.activity()} ({elapsed:g}s)")
 
+        # Taken before the call's job is handed to its worker, which may change the phase at once.
+        first_phase, started = ws.phase, anyio.current_time()
         async with anyio.create_task_group() as tg:
             tg.start_soon(beat)
             try:
                 yield
             finally:
                 tg.cancel_scope.cancel()
+
+
+PHASE_POLL_SECONDS = 0.02
+"""How often a call's progress loop looks for a new phase (pod start, run)."""
 
 
 def _fit(reply: Reply, budget: int) -> CallToolResult:

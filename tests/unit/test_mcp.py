@@ -944,6 +944,43 @@ async def test_progress_is_reported_while_a_run_goes_on(
     assert not quiet.is_error
 
 
+async def test_a_pod_start_is_reported_at_once_not_at_the_next_interval(
+    make_fake: Callable[..., FakeSandbox],
+) -> None:
+    # The interval is long: only a notification sent when the call enters its pod-start phase can
+    # reach the client while the pod starts (this start lasts until the client was told).
+    told = threading.Event()
+
+    def factory() -> Sandbox:
+        sb = make_fake()
+        start = sb.start
+
+        def slow_start() -> None:
+            told.wait(10)
+            start()
+
+        setattr(sb, "start", slow_start)  # noqa: B010 (an instance's method, replaced for this test)
+        return sb
+
+    server = KubectlExecutorMcp(McpConfig(progress_interval=60), executor_factory=factory)
+    seen: list[str | None] = []
+
+    async def progress(value: float, total: float | None, message: str | None) -> None:
+        seen.append(message)
+        if message and message.startswith("starting the session's sandbox pod"):
+            told.set()
+
+    try:
+        async with Client(server.mcp, mode="legacy") as client:
+            result = await client.call_tool(
+                "run_code", {"language": "sh", "code": "true"}, progress_callback=progress
+            )
+    finally:
+        server.close()
+    assert told.is_set(), seen
+    assert not result.is_error
+
+
 async def test_cluster_errors_are_tool_errors_and_the_server_keeps_serving(
     server_and_pods: tuple[KubectlExecutorMcp, list[FakeSandbox]],
 ) -> None:
