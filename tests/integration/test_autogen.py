@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import os
 from pathlib import Path
 from typing import Any
 
@@ -154,6 +155,14 @@ def broken() -> None:
     return None
 
 
+NO_EGRESS = os.environ.get("KX_TEST_NO_EGRESS") == "1"
+
+
+@pytest.mark.skipif(
+    NO_EGRESS,
+    reason="the cluster's pods have no route out (KX_TEST_NO_EGRESS=1, as for fixtures/cluster), "
+    "so pip in the pod cannot reach a package index",
+)
 def test_work_dir_mirror_and_functions_with_requirements(cluster: Cluster, tmp_path: Path) -> None:
     """Docker users' habits: inputs put in work_dir before start are there, results and the code
     file appear in work_dir; functions with requirements are pip-installed in the pod once."""

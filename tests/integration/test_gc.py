@@ -141,6 +141,9 @@ def test_cli_gc_collects_a_pod_past_its_deadline(cluster: Cluster) -> None:
     # The deadline counts from the pod's start on the node: a real node takes seconds to start
     # the sandbox and the container, and a pod past it before Ready never runs the block.
     child, pod, session = start_child(cluster, active_deadline_seconds=2 if cluster.emulator else 20)
+    # The owner dies first, without cleaning up: a live owner sees its block fail at the deadline
+    # and deletes its own pod before gc looks (seen on the real cluster, where the deadline is long).
+    kill_group(child)
     try:
         waited = cluster.run(
             "wait",
@@ -162,7 +165,7 @@ def test_cli_gc_collects_a_pod_past_its_deadline(cluster: Cluster) -> None:
             env["KUBECTL_EXECUTOR_KUBECONFIG"] = cluster.kubeconfig
         if cluster.context:
             env["KUBECTL_EXECUTOR_CONTEXT"] = cluster.context
-        kill_group(child)  # the owner is gone too, but the phase decides first
+        # The owner is gone too, but the phase decides first.
         done = subprocess.run(
             [sys.executable, "-m", "kubectl_executor", "gc", "--session", session, "-o", "json"],
             env=env,
