@@ -8,6 +8,7 @@ import hashlib
 import importlib.util
 import json
 import struct
+import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -94,6 +95,33 @@ def test_a_failing_repr_method_is_skipped(rich: Any) -> None:
             return None
 
     assert [i["mime_type"] for i in rich.rich_bundle(Broken())] == ["text/plain"]
+
+
+def test_ipython_formatters_are_used_when_installed(
+    rich: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """IPython's DisplayFormatter decides the bundle when IPython is importable (here a stand-in
+    package with the same module path and method)."""
+    core = tmp_path / "IPython" / "core"
+    core.mkdir(parents=True)
+    (tmp_path / "IPython" / "__init__.py").write_text("")
+    (core / "__init__.py").write_text("")
+    (core / "formatter.py").write_text(
+        "class DisplayFormatter:\n"
+        "    def format(self, obj):\n"
+        "        return {'text/plain': 'ipy', 'text/latex': '$x$'}, {'text/latex': {'k': 1}}\n"
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setattr(rich, "_ipython", [])
+    try:
+        items = rich.rich_bundle(Chart())
+    finally:
+        for name in ("IPython.core.formatter", "IPython.core", "IPython"):
+            sys.modules.pop(name, None)
+    assert [(i["mime_type"], i["data"], i["metadata"]) for i in items] == [
+        ("text/latex", "$x$", {"k": 1}),
+        ("text/plain", "ipy", {}),
+    ]
 
 
 def test_png_size_reads_the_header_only_of_a_png(rich: Any) -> None:

@@ -23,7 +23,7 @@ import sys
 
 RICH_ENV = "KX_RICH"  # the request's budgets: "<per output> <per result> <files listed> <bytes hashed>"
 RICH_FILE_ENV = "KX_RICH_FILE"  # where a block's interpreter writes its outputs (JSON lines)
-RICH_SCAN_FILES = 20000  # entries walked under work_dir, at most
+RICH_SCAN_FILES = 10000  # entries walked under work_dir, at most (each walk costs ~8 ms per 1000)
 RICH_BINARY = ("image/png", "image/jpeg")
 RICH_METHODS = (
     ("image/png", "_repr_png_"),
