@@ -66,8 +66,11 @@ def test_stateful_dataframe_gives_html(executor_factory: ExecutorFactory, cluste
     assert html and "<table" in str(html[0].data) and ">x<" in str(html[0].data)
 
 
-def test_stateless_python_captures_open_figures(executor_factory: ExecutorFactory, cluster: Cluster) -> None:
-    ex = executor_factory(image=plot_image(cluster))
+@pytest.mark.parametrize("session", [False, True], ids=["stateless", "session"])
+def test_stateless_python_captures_open_figures(
+    executor_factory: ExecutorFactory, cluster: Cluster, session: bool
+) -> None:
+    ex = executor_factory(image=plot_image(cluster), session=session)
     result = ex.run(CHART, "python")
     assert result.exit_code == 0, result.stderr
     (png,) = result.outputs

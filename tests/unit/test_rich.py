@@ -417,3 +417,25 @@ def test_session_shell_block_lists_files(open_session: Callable[..., Session], t
     session = open_session()
     done = session.run(block(tmp_path, f"echo hi > {tmp_path}/s.txt", "sh"))
     assert [(f.path, f.size) for f in parse_report(done.rich).files] == [("s.txt", 3)]
+
+
+def test_session_python_block_captures_display_and_stays_a_program(
+    open_session: Callable[..., Session], tmp_path: Path
+) -> None:
+    """A plain session's Python block (a fresh interpreter) has display() too, and is still run as
+    `python3 FILE`: its argv, __file__, __name__, sys.path[0], exit code and traceback."""
+    session = open_session()
+    code = (
+        CHART_CLASS + "import sys, os\n"
+        "print(sys.argv == [__file__], __name__, sys.path[0] == os.path.dirname(os.path.realpath(__file__)))\n"
+        "display(Chart())\n"
+    )
+    done = session.run(block(tmp_path, code))
+    assert (done.exit_code, done.stdout, done.stderr) == (0, b"True __main__ True\n", b"")
+    outputs = parse_report(done.rich).outputs
+    assert outputs[0].mime_type == "image/png" and outputs[0].data == tiny_png(4, 5)
+    failed = session.run(block(tmp_path, "def f():\n    raise ValueError('v')\nf()\n"))
+    assert failed.exit_code == 1
+    assert failed.stderr.startswith(b'Traceback (most recent call last):\n  File "' + str(tmp_path).encode())
+    assert b"kx_rich" not in failed.stderr and failed.stderr.endswith(b"ValueError: v\n")
+    assert session.run(block(tmp_path, "import sys; sys.exit(5)")).exit_code == 5

@@ -21,8 +21,9 @@ interpreter killed and restarted, which the exit frame reports as ``state_lost``
 The pids this agent is responsible for are listed in /tmp/kx-logs/session-<id>.pids, so that
 the agent of the next connection of the same session can kill what a broken one left running.
 Rich results (rich.py, which the client appends to this text): with KX_RICH in the request's
-environment, every block's new or changed files under work_dir are listed, and a kernel block's
-display() calls, last expression value and open matplotlib figures become outputs (D frame).
+environment, every block's new or changed files under work_dir are listed, and a Python block's
+display() calls and open matplotlib figures (a kernel block's last expression value too) become
+outputs (D frame); a non-kernel Python block then starts as `python3 -c RICH_MAIN rich.py FILE`.
 Fixed text: nothing from the user is ever spliced into it.
 """
 
@@ -51,6 +52,7 @@ PIPE_SIZE = 1 << 20  # the unprivileged maximum: a big output moves in few, larg
 F_SETPIPE_SZ = 1031  # Linux
 DRAIN_GRACE = 1.0  # after the block ended: how long its output pipes may stay open
 STATE_LOST = "state_lost"
+RICH_START = '"' * 3 + "kubectl-executor rich results"  # where rich.py's text begins in ours
 SESSION_ENV = "KX_SESSION"  # in the environment of every process a block starts
 
 
@@ -478,6 +480,10 @@ class Agent:
             return self.kernel.run(req, path, env, rich)
         if req.runner == "python":
             argv = [which("python3", env) or which("python", env) or "python3", path]
+            if rich.file is not None:  # the same interpreter start, with display() and figures
+                env[RICH_FILE_ENV] = rich.file
+                env.setdefault("MPLBACKEND", "Agg")
+                argv[1:] = ["-c", RICH_MAIN, self.source[self.source.index(RICH_START) :], path]
         elif req.runner in ("sh", "bash"):
             argv = [req.runner, path]
         elif req.runner == "pwsh":

@@ -361,6 +361,54 @@ class PyplotHook(object):
         return spec
 
 
+RICH_MAIN = (
+    "import sys\n"
+    "g = {'__name__': 'kx_rich'}\n"
+    "exec(compile(sys.argv[1], 'kx_rich.py', 'exec'), g)\n"
+    "g['rich_main'](sys.argv[2])\n"
+)
+"""`python3 -c RICH_MAIN <this text> FILE`: the session agent's Python block, with rich outputs."""
+
+
+def rich_main(path):
+    """Be `python3 -u FILE` (started with -c, so that display() and open figures are captured):
+    __main__ module, sys.argv, sys.path[0], tracebacks without our frames."""
+    import types
+
+    main = types.ModuleType("__main__")
+    main.__file__ = path
+    main.__cached__ = None
+    main.__builtins__ = sys.modules["builtins"]
+    sys.modules["__main__"] = main
+    sys.argv = [path]
+    sys.path[0] = os.path.dirname(os.path.realpath(path))
+    sink = RichSink(os.environ.get(RICH_FILE_ENV))
+    if sink.path:
+        sys.meta_path.insert(0, PyplotHook(sink))
+        main.__builtins__.display = sink.display
+    try:
+        with open(path, "rb") as fh:
+            code = fh.read()
+        exec(compile(code, path, "exec"), main.__dict__)
+    except SystemExit:
+        sink.flush()  # before matplotlib's own exit handler closes the figures
+        raise
+    except BaseException as exc:
+        tb = exc.__traceback__
+        while tb is not None and tb.tb_frame.f_code.co_filename != path:
+            tb = tb.tb_next  # our frames are not the program's
+        sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        sink.flush()
+        if isinstance(exc, KeyboardInterrupt):  # as the interpreter does: die of SIGINT
+            import signal
+
+            sys.stdout.flush()
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
+        sys.exit(1)
+    sink.flush()
+
+
 # -- the report (in the runner) ---------------------------------------------------------------
 
 
