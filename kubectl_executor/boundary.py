@@ -7,9 +7,19 @@ their logic (kubectl.py, manifest.py, results.py, dispatcher.py) re-export them 
 
 from __future__ import annotations
 
+import base64
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+    model_validator,
+)
 
 
 class ClusterAccess(BaseModel):
@@ -71,7 +81,8 @@ class RichOutput(BaseModel):
     ``data`` is bytes for binary types (image/png, image/jpeg), str for text types. An output
     over its budget has empty ``data`` and ``kept_path``: the full output is kept in the pod at
     that path. ``metadata`` holds e.g. an image's ``width``/``height``, and ``bundle``: outputs of
-    one displayed object (its PNG and its text/plain) share it.
+    one displayed object (its PNG and its text/plain) share it. In JSON (``mode="json"``) binary
+    data is standard base64 and ``encoding`` says which ("base64" or "utf-8"); validation reads it back.
     """
 
     model_config = ConfigDict(frozen=True, defer_build=True)
@@ -80,6 +91,26 @@ class RichOutput(BaseModel):
     data: bytes | str
     metadata: dict[str, Any] = Field(default_factory=dict)
     kept_path: str | None = None
+
+    @model_serializer(mode="wrap")
+    def _json_form(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> dict[str, Any]:
+        if not info.mode_is_json():
+            out: dict[str, Any] = handler(self)
+            return out
+        binary = isinstance(self.data, bytes)
+        out = handler(self.model_copy(update={"data": ""}))
+        out["data"] = base64.b64encode(self.data).decode() if isinstance(self.data, bytes) else self.data
+        out["encoding"] = "base64" if binary else "utf-8"
+        return out
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_json_form(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "encoding" in value:
+            value = dict(value)
+            if value.pop("encoding") == "base64" and isinstance(value.get("data"), str):
+                value["data"] = base64.b64decode(value["data"])
+        return value
 
 
 class ChangedFile(BaseModel):

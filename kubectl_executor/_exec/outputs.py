@@ -92,16 +92,3 @@ def output_filename(index: int, output: RichOutput) -> str:
     """A safe file name for an output: ``output-<n>.<ext>``, no directory part, never hidden."""
     ext = EXTENSIONS.get(output.mime_type) or "." + (_SAFE.sub("-", output.mime_type.split("/")[-1]) or "bin")
     return f"output-{index}{ext[:16]}"
-
-
-def output_json(output: RichOutput) -> dict[str, Any]:
-    """An output as JSON: binary data base64 (``encoding`` says so)."""
-    binary = isinstance(output.data, bytes)
-    data = base64.b64encode(output.data).decode() if isinstance(output.data, bytes) else output.data
-    return {
-        "mime_type": output.mime_type,
-        "encoding": "base64" if binary else "utf-8",
-        "data": data,
-        "metadata": output.metadata,
-        "kept_path": output.kept_path,
-    }

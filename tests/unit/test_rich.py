@@ -21,7 +21,7 @@ from test_session import LocalAgentRunner
 import kubectl_executor
 from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.retry import RetryPolicy
-from kubectl_executor._exec.outputs import output_filename, output_json, parse_report
+from kubectl_executor._exec.outputs import output_filename, parse_report
 from kubectl_executor._exec.protocol import RICH_ENV, FrameSplitter, RichLimits, RunRequest
 from kubectl_executor._exec.session import Session
 from kubectl_executor.boundary import ClusterAccess, RichOutput
@@ -286,8 +286,17 @@ def test_output_names_are_safe_and_json_is_base64_for_binary() -> None:
     weird = RichOutput(mime_type="application/../../x y", data="z")
     assert output_filename(3, weird) == "output-3.x-y"
     assert output_filename(0, RichOutput(mime_type="image/png", data=b"\x89")) == "output-0.png"
-    encoded = output_json(RichOutput(mime_type="image/png", data=b"\x89P"))
-    assert encoded["encoding"] == "base64" and base64.b64decode(encoded["data"]) == b"\x89P"
+    binary = RichOutput(mime_type="image/png", data=b"\x89P\xff\xfe", metadata={"width": 1})
+    encoded = binary.model_dump(mode="json")
+    assert (
+        encoded["encoding"] == "base64"
+        and base64.b64decode(encoded["data"], validate=True) == b"\x89P\xff\xfe"
+    )
+    assert RichOutput.model_validate_json(binary.model_dump_json()) == binary
+    text = RichOutput(mime_type="text/html", data="<b>")
+    assert text.model_dump(mode="json")["encoding"] == "utf-8"
+    assert RichOutput.model_validate(text.model_dump(mode="json")) == text
+    assert binary.model_dump()["data"] == b"\x89P\xff\xfe"  # Python mode: bytes as they are
 
 
 # -- the real runners, locally ----------------------------------------------------------------------
