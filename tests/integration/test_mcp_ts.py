@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -160,3 +161,24 @@ def test_one_shot_http_clients_do_not_use_up_max_sessions(
 
     outputs = [r["structured"]["stdout"] for r in results if "structured" in r]
     assert outputs == ["0\n", "1\n", "2\n", "3\n"], results
+
+
+def test_a_chart_reaches_the_typescript_client_as_image_content(node: str, cluster: Cluster) -> None:
+    """Rich results: the official TypeScript SDK decodes the chart as an image block (PNG) and the
+    HTML as an embedded text resource."""
+    scenario = stdio(cluster)
+    scenario["env"] = {
+        **scenario["env"],
+        "KUBECTL_EXECUTOR_IMAGE": os.environ.get("KX_TEST_PLOT_IMAGE") or cluster.image,
+    }
+    chart = "import matplotlib.pyplot as plt\nplt.plot([1, 4, 2])\n"
+    page = "class P:\n    def _repr_html_(self):\n        return '<p>ts</p>'\ndisplay(P())\n"
+    drawn, shown = drive(node, scenario, [run(chart), run(page)])
+    images = [c for c in drawn["content"] if c["type"] == "image"]
+    assert len(images) == 1 and images[0]["mimeType"] == "image/png", drawn
+    assert (
+        images[0]["head"] == "89504e470d0a1a0a"
+        and images[0]["bytes"] == drawn["structured"]["outputs"][0]["size"]
+    )
+    (html,) = [c for c in shown["content"] if c["type"] == "resource"]
+    assert (html["mimeType"], html["text"]) == ("text/html", "<p>ts</p>")

@@ -49,10 +49,24 @@ async function call(client, step) {
       text: result.content?.[0]?.text ?? "",
       structured: result.structuredContent ?? null,
       progress: progress.length,
+      content: (result.content ?? []).map(summary),
     };
   } catch (err) {
     return { clientError: String(err?.message ?? err), code: err?.code ?? null, progress: progress.length };
   }
+}
+
+// A content block as the tests check it: an image's type, length and first bytes (decoded here),
+// a resource's MIME type and text.
+function summary(block) {
+  if (block.type === "image") {
+    const bytes = Buffer.from(block.data, "base64");
+    return { type: "image", mimeType: block.mimeType, bytes: bytes.length, head: bytes.subarray(0, 8).toString("hex") };
+  }
+  if (block.type === "resource") {
+    return { type: "resource", mimeType: block.resource.mimeType, uri: block.resource.uri, text: block.resource.text ?? null };
+  }
+  return { type: block.type };
 }
 
 async function download(client, path) {
