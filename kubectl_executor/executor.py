@@ -61,6 +61,7 @@ from ._exec.protocol import (
 )
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
 from ._exec.transfer import FilesMixin
+from .defaults import RUN_TIMEOUT
 from .errors import (
     ExecNotStartedError,
     InvalidInputError,
@@ -121,7 +122,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         image: str = "python:3-slim",
         pod_name: str | None = None,
         namespace: str | None = None,
-        timeout: int = 60,
+        timeout: int = RUN_TIMEOUT,
         work_dir: Path | str = Path("/workspace"),
         execution_policies: dict[str, bool] | None = None,
         remote_control_plane: str | None = None,

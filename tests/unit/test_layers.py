@@ -24,7 +24,7 @@ PKG = "kubectl_executor"
 ROOT = Path(kubectl_executor.__file__).parent
 
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"errors", "boundary", "_version"}),
+    ("base", {"errors", "boundary", "defaults", "_version"}),
     ("cluster", {"_cluster"}),
     ("exec", {"_exec"}),
     ("facades", {"executor", "pool", "workspace", "gc", "settings"}),
