@@ -28,6 +28,7 @@ from .errors import (
 from .executor import KubernetesCommandLineCodeExecutor
 
 if TYPE_CHECKING:
+    from ._cluster.claim_models import PVCValidationResult
     from .boundary import (
         ClusterAccess,
         CodeResult,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
         ToolCommandLineCodeResult,
         ToolError,
     )
-    from .workspace import PVCValidationResult, WorkspaceVolume
+    from .workspace import WorkspaceVolume
 
 # Imported when first used: the pydantic types (importing pydantic costs as much as all the rest)
 # and the workspace module (most programs never touch volumes).
@@ -56,7 +57,7 @@ _LAZY = {
         ],
         ".boundary",
     ),
-    "PVCValidationResult": ".workspace",
+    "PVCValidationResult": "._cluster.claim_models",
     "WorkspaceVolume": ".workspace",
 }
 

@@ -7,21 +7,15 @@ from typing import Any
 
 import click  # a core dependency: the command works on the base install
 
+from .._cluster.claim import delete_claims, get_claim, list_claims, list_workspaces
+from .._cluster.claim_models import PersistentVolumeClaim, workspace_selector
 from .._cluster.labels import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
 )
 from .._cluster.manifest import validate_dns_label
 from ..settings import ENV_PREFIX
-from ..workspace import (
-    PersistentVolumeClaim,
-    WorkspaceVolume,
-    delete_claims,
-    get_claim,
-    list_claims,
-    list_workspaces,
-    workspace_selector,
-)
+from ..workspace import WorkspaceVolume
 from . import base
 from .base import (
     EXIT_OK,
