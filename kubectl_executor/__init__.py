@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from ._cluster.kubectl import Kubectl
 from ._cluster.retry import RetryPolicy
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
-from ._exec.transfer import TransferLimits
+from ._exec.tar import TransferLimits
 from ._version import __version__
 from .errors import (
     ClaimNotBoundError,

@@ -9,7 +9,7 @@ from pathlib import Path, PurePosixPath
 
 from .._cluster.manifest import CONTAINER
 from .._exec.languages import validate_relative_path
-from .._exec.transfer import DEFAULT_EXCLUDES
+from .._exec.tar import DEFAULT_EXCLUDES
 from ..errors import TransferError, UnsafePathError
 from ..executor import KubernetesCommandLineCodeExecutor
 

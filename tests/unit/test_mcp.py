@@ -32,7 +32,7 @@ from mcp.types import EmbeddedResource, TextContent
 
 from kubectl_executor import cli as cli_module
 from kubectl_executor._exec.languages import code_filename, filename_hint, resolve_language
-from kubectl_executor._exec.transfer import TransferLimits, pod_relative
+from kubectl_executor._exec.tar import TransferLimits, pod_relative
 from kubectl_executor.boundary import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from kubectl_executor.cli import mcp as cli_mcp
 from kubectl_executor.errors import (
