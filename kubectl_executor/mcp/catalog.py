@@ -113,12 +113,12 @@ class ToolSpec(Generic[A]):
 
 def _run_code(call: Call, a: RunCodeArgs) -> Reply:
     r = tools.run_code(call.sandbox(), a.language, a.code, call.timeout(a.timeout), call.ws.on_output)
-    return Reply(r, models.render_run(r))
+    return Reply(r, models.render_run(r), list(r.blocks))
 
 
 def _run_file(call: Call, a: RunFileArgs) -> Reply:
     r = tools.run_file(call.sandbox(), a.path, a.language, call.timeout(a.timeout), call.ws.on_output)
-    return Reply(r, models.render_run(r))
+    return Reply(r, models.render_run(r), list(r.blocks))
 
 
 def _upload(call: Call, a: UploadArgs) -> Reply:

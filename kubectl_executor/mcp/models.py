@@ -5,12 +5,30 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, PrivateAttr
 
 
 class PodResult(BaseModel):
     pod: str | None = Field(None, description="the session's pod")
     notice: str | None = Field(None, description="something the caller should know (e.g. a fresh pod)")
+
+
+class OutputEntry(BaseModel):
+    """One rich output (a chart, HTML...): its data is a content block of the result (image
+    content for images, an embedded text resource for HTML, Markdown, SVG, JSON, LaTeX), unless it
+    was over budget and is kept in the pod."""
+
+    mime_type: str
+    size: int = Field(description="bytes of its data (base64 text for images is 4/3 of it)")
+    metadata: dict[str, Any] = Field(default_factory=dict, description="e.g. an image's width and height")
+    in_content: bool = Field(False, description="its data is one of this result's content blocks")
+    kept_path: str | None = Field(None, description="over budget: the full output is in the pod here")
+
+
+class ChangedFileEntry(BaseModel):
+    path: str = Field(description="relative to the workspace")
+    size: int
+    sha256: str
 
 
 class RunResult(PodResult):
@@ -23,6 +41,17 @@ class RunResult(PodResult):
     truncated: bool = Field(False, description="output went over the cap: head and tail are kept")
     truncation_note: str | None = Field(None, description="what was cut and where the full output is")
     file: str | None = Field(None, description="the file in the pod that ran (or was saved), when kept")
+    outputs: list[OutputEntry] = Field(default_factory=list, description="rich outputs, in order")
+    files: list[ChangedFileEntry] = Field(
+        default_factory=list, description="files the run created or changed in the workspace"
+    )
+    files_truncated: bool = Field(False, description="the scan was cut: more files may have changed")
+    _blocks: list[Any] = PrivateAttr(default_factory=list)  # the outputs' content blocks
+
+    @property
+    def blocks(self) -> list[Any]:
+        """The content blocks carrying the outputs' data (not part of the structured result)."""
+        return self._blocks
 
 
 class FunctionError(BaseModel):
@@ -100,6 +129,20 @@ def render_run(result: RunResult) -> str:
         lines += ["--- traceback ---", result.error.traceback.rstrip("\n")]
     if result.truncation_note:
         lines.append(f"note: {result.truncation_note}")
+    for n, out in enumerate(result.outputs, 1):
+        size = out.metadata.get("width"), out.metadata.get("height")
+        shape = f" {size[0]}x{size[1]}" if all(isinstance(v, int) for v in size) else ""
+        if out.kept_path:
+            where = f"over budget, kept in the pod at {out.kept_path}"
+        else:
+            where = "in this result's content" if out.in_content else "in the structured result only"
+        lines.append(f"output {n}: {out.mime_type}{shape}, {out.size} bytes, {where}")
+    if result.files:
+        shown = ", ".join(f"{f.path} ({f.size} bytes)" for f in result.files[:20])
+        more = f" and {len(result.files) - 20} more" if len(result.files) > 20 else ""
+        lines.append(
+            f"files changed: {shown}{more}" + (" (scan cut: maybe more)" if result.files_truncated else "")
+        )
     return with_notice(result, "\n".join(lines))
 
 

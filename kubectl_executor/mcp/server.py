@@ -42,6 +42,7 @@ from ..errors import (
 from ..executor import KubernetesCommandLineCodeExecutor
 from .catalog import Call, ToolSpec, tool_specs
 from .config import McpConfig, Transport, response_budget
+from .models import RunResult, render_run
 from .sessions import SandboxFactory, SessionRegistry, Workspace
 from .tools import RefusedError, Reply, Sandbox
 
@@ -407,10 +408,20 @@ PHASE_POLL_SECONDS = 0.02
 
 
 def _fit(reply: Reply, budget: int) -> CallToolResult:
-    """The reply as the SDK sends it, or a tool error if it would not fit in ``budget``."""
+    """The reply as the SDK sends it, or a tool error if it would not fit in ``budget``. A run's
+    rich outputs that do not fit are left out (the result says so), not the run's result."""
     content: list[Any] = [TextContent(type="text", text=reply.text), *reply.blocks]
     result = CallToolResult(content=content, structured_content=reply.result.model_dump(mode="json"))
     size = len(result.model_dump_json(by_alias=True, exclude_none=True))
+    if size > budget and isinstance(reply.result, RunResult) and reply.blocks:
+        run = reply.result.model_copy(
+            update={"outputs": [o.model_copy(update={"in_content": False}) for o in reply.result.outputs]}
+        )
+        note = (
+            f"\nnote: the rich outputs ({size} bytes with them) are over the {budget} bytes every client "
+            "of this connection accepts, and were left out"
+        )
+        return _fit(Reply(run, render_run(run) + note), budget)
     if size > budget:
         return _error(
             f"the result would be {size} bytes, over the {budget} bytes every client of this connection "

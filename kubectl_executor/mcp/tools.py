@@ -18,18 +18,21 @@ from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
 
 import pydantic_core
-from mcp.types import BlobResourceContents, EmbeddedResource, TextContent
+from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
+from .._exec.outputs import output_filename
 from .._exec.protocol import LOG_DIR
 from .._exec.tar import TransferLimits, pod_relative
 from ..errors import RemoteNotFoundError, TransferError
 from ..executor import SCRATCH_STEM, BlockResult
 from .models import (
     CallResult,
+    ChangedFileEntry,
     DownloadResult,
     FileEntry,
     FunctionError,
     ListResult,
+    OutputEntry,
     RunResult,
     UploadResult,
     render_download,
@@ -152,7 +155,7 @@ class Reply:
 
     result: Any  # a models.PodResult
     text: str
-    blocks: list[TextContent | EmbeddedResource] = field(default_factory=list)
+    blocks: list[TextContent | ImageContent | EmbeddedResource] = field(default_factory=list)
 
 
 def truncation_note(truncated: bool, log_files: tuple[str, ...] | list[str], cap: int) -> str | None:
@@ -162,8 +165,51 @@ def truncation_note(truncated: bool, log_files: tuple[str, ...] | list[str], cap
     return f"output over {cap} bytes per stream was cut (head and tail kept){where}"
 
 
+IMAGE_TYPES = ("image/png", "image/jpeg")
+TEXT_RESOURCE_TYPES = ("text/html", "text/markdown", "image/svg+xml", "application/json", "text/latex")
+
+
+def rich_content(done: BlockResult, pod: str) -> tuple[list[OutputEntry], list[Any]]:
+    """The outputs' entries and content blocks: images as image content (hosts show them), HTML,
+    Markdown and the other text types as embedded text resources; an object's text/plain only
+    when nothing richer of it is shown. Kept (over budget) outputs have no block."""
+    entries, blocks = [], []
+    shown: set[Any] = set()  # bundles with a rich block
+    for n, out in enumerate(done.outputs):
+        if not out.kept_path and out.mime_type in IMAGE_TYPES + TEXT_RESOURCE_TYPES:
+            shown.add(out.metadata.get("bundle", ("alone", n)))
+    for n, out in enumerate(done.outputs):
+        data = out.data
+        size = len(data) if isinstance(data, bytes) else len(data.encode())
+        block: Any = None
+        if out.kept_path:
+            size = int(out.metadata.get("size") or 0)
+        elif out.mime_type in IMAGE_TYPES and isinstance(data, bytes):
+            block = ImageContent(type="image", data=base64.b64encode(data).decode(), mime_type=out.mime_type)
+        elif out.mime_type in TEXT_RESOURCE_TYPES and isinstance(data, str):
+            uri = f"kubectl-executor://{pod}/outputs/{output_filename(n, out)}"
+            block = EmbeddedResource(
+                type="resource", resource=TextResourceContents(uri=uri, mime_type=out.mime_type, text=data)
+            )
+        elif isinstance(data, str) and out.metadata.get("bundle", ("alone", n)) not in shown:
+            block = TextContent(type="text", text=data)
+        if block is not None:
+            blocks.append(block)
+        entries.append(
+            OutputEntry(
+                mime_type=out.mime_type,
+                size=size,
+                metadata={k: v for k, v in out.metadata.items() if k != "size"},
+                in_content=block is not None,
+                kept_path=out.kept_path,
+            )
+        )
+    return entries, blocks
+
+
 def run_result(done: BlockResult, sandbox: Sandbox, file: str | None) -> RunResult:
-    return RunResult(
+    entries, blocks = rich_content(done, sandbox.pod_name)
+    result = RunResult(
         pod=sandbox.pod_name,
         exit_code=done.exit_code,
         stdout=done.stdout,
@@ -172,7 +218,12 @@ def run_result(done: BlockResult, sandbox: Sandbox, file: str | None) -> RunResu
         truncated=done.truncated,
         truncation_note=truncation_note(done.truncated, done.log_files, sandbox.max_output_bytes),
         file=file,
+        outputs=entries,
+        files=[ChangedFileEntry(path=f.path, size=f.size, sha256=f.sha256) for f in done.files],
+        files_truncated=done.files_truncated,
     )
+    result.blocks.extend(blocks)
+    return result
 
 
 def run_code(
