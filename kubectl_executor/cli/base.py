@@ -173,7 +173,7 @@ def output_options(f: F) -> F:
                 type=click.Choice(["text", "json"]),
                 default="text",
                 show_default=True,
-                help="json: the result model on stdout",
+                help="json: the result model on stdout (binary rich outputs base64)",
             ),
             click.option("-v", "--verbose", count=True, help="log more (-vv: kubectl calls)"),
             click.option("-q", "--quiet", is_flag=True, help="only errors; no progress"),

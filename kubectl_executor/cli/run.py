@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import click  # a core dependency: the command works on the base install
 
 from .._exec.dispatcher import TOOL_RUNNER_FILE
+from .._exec.outputs import output_filename
 from .._exec.protocol import TIMEOUT_NOTE
 from .._exec.results import CodeBlock, infer_language
 from ..boundary import CommandLineCodeResult
@@ -56,10 +59,53 @@ def _stream_output() -> Callable[[str, bytes], None]:
     return write
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def save_outputs_option(f: F) -> F:
+    """--save-outputs DIR, for the commands that run code."""
+    return click.option(
+        "--save-outputs",
+        "save_outputs",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="write the rich outputs (charts, HTML...) into DIR as output-<n>.<ext>",
+        metavar="DIR",
+    )(f)
+
+
+def save_outputs(result: CommandLineCodeResult, directory: Path) -> list[str]:
+    """Each output with data as DIR/output-<n>.<ext>: names of our making (never a path from the
+    pod), and never through a symlink, so nothing is written outside DIR."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise Failure(f"cannot create {directory}: {exc}") from exc
+    written = []
+    for n, out in enumerate(result.outputs):
+        if out.kept_path:
+            continue
+        path = directory / output_filename(n, out)
+        data = out.data if isinstance(out.data, bytes) else out.data.encode()
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o644)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+        except OSError as exc:
+            raise Failure(f"cannot write {path}: {exc}") from exc
+        written.append(str(path))
+    return written
+
+
 def _run_blocks(
-    common: Common, executor: KubernetesCommandLineCodeExecutor, blocks: list[CodeBlock], *, attached: bool
+    common: Common,
+    executor: KubernetesCommandLineCodeExecutor,
+    blocks: list[CodeBlock],
+    *,
+    attached: bool,
+    save_dir: Path | None = None,
 ) -> int:
-    """Run, stream (text) or dump (json) the result; the exit code is the code's."""
+    """Run, stream (text) or dump (json) the result; the exit code is the code's. Rich outputs:
+    in the JSON (base64 for binary data), and written to ``save_dir`` when given."""
     streamed = False
 
     def on_output(stream: str, chunk: bytes) -> None:
@@ -70,10 +116,18 @@ def _run_blocks(
     writer = _stream_output()
     with started(common, executor):
         result = executor.execute_code_blocks(blocks, on_output=None if common.json else on_output)
+    saved = save_outputs(result, save_dir) if save_dir is not None else []
     if common.json:
-        echo_json(result.model_dump(mode="json"))
+        data = result.model_dump(mode="json")
+        if save_dir is not None:
+            data["saved_outputs"] = saved
+        echo_json(data)
     else:
         _text_epilogue(result, streamed, kept=attached, timeout=executor.timeout)
+        if result.outputs and not common.quiet:
+            kinds = ", ".join(o.mime_type for o in result.outputs)
+            where = f"saved to {save_dir}" if save_dir is not None else "--save-outputs DIR writes them"
+            click.echo(f"rich outputs ({kinds}): {where}", err=True)
     return result.exit_code
 
 
@@ -109,12 +163,19 @@ def _language_for(path: str | None, lang: str | None, code: str) -> str:
 @click.argument("file", type=click.Path(allow_dash=True, dir_okay=False, path_type=str))
 @click.option("--lang", help="language (python, sh, bash, pwsh...); default: from the file extension")
 @click.option("--pod", help="run in this existing pod (from `up`) instead of a fresh one")
+@save_outputs_option
 @access_options
 @pod_options
 @output_options
 @command
 def run(
-    common: Common, file: str, lang: str | None, pod: str | None, env: tuple[str, ...], print_manifest: bool
+    common: Common,
+    file: str,
+    lang: str | None,
+    pod: str | None,
+    save_outputs: Path | None,
+    env: tuple[str, ...],
+    print_manifest: bool,
 ) -> int:
     """Run FILE (or - for stdin) in a fresh pod that is deleted afterwards."""
     if file == "-":
@@ -129,7 +190,13 @@ def run(
     executor = make_executor(common, pod=pod, env=env)
     if print_manifest:
         return show_manifest(executor)
-    return _run_blocks(common, executor, [CodeBlock(code=code, language=language)], attached=pod is not None)
+    return _run_blocks(
+        common,
+        executor,
+        [CodeBlock(code=code, language=language)],
+        attached=pod is not None,
+        save_dir=save_outputs,
+    )
 
 
 @click.command("exec", epilog=with_exit_codes("Example:\n\n\b\n  kubectl-executor exec -c 'print(6*7)'"))
@@ -138,6 +205,7 @@ def run(
 )
 @click.option("--lang", default="python", show_default=True, help="language of the code")
 @click.option("--pod", help="run in this existing pod (from `up`) instead of a fresh one")
+@save_outputs_option
 @access_options
 @pod_options
 @output_options
@@ -147,6 +215,7 @@ def exec_(
     codes: tuple[str, ...],
     lang: str,
     pod: str | None,
+    save_outputs: Path | None,
     env: tuple[str, ...],
     print_manifest: bool,
 ) -> int:
@@ -155,7 +224,7 @@ def exec_(
     if print_manifest:
         return show_manifest(executor)
     blocks = [CodeBlock(code=c, language=lang) for c in codes]
-    return _run_blocks(common, executor, blocks, attached=pod is not None)
+    return _run_blocks(common, executor, blocks, attached=pod is not None, save_dir=save_outputs)
 
 
 @click.command(

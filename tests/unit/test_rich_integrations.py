@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,3 +86,42 @@ def test_outputs_over_the_connection_budget_are_left_out_not_the_run() -> None:
     assert "left out" in fitted.content[0].text
     assert fitted.structured_content["outputs"][0]["in_content"] is False
     assert fitted.structured_content["stdout"] == "out\n"
+
+
+# -- the CLI's --save-outputs ---------------------------------------------------------------------
+
+
+def test_save_outputs_writes_safe_names_inside_the_directory_only(tmp_path: Path) -> None:
+    from kubectl_executor.boundary import CommandLineCodeResult
+    from kubectl_executor.cli.base import Failure
+    from kubectl_executor.cli.run import save_outputs
+
+    result = CommandLineCodeResult(
+        exit_code=0,
+        output="",
+        outputs=(
+            RichOutput(mime_type="image/png", data=PNG),
+            RichOutput(mime_type="../../etc/x", data="evil"),
+            RichOutput(mime_type="text/html", data="", kept_path="/tmp/kx-logs/n.output-2.html"),
+            RichOutput(mime_type="text/html", data="<p>é</p>"),
+        ),
+    )
+    target = tmp_path / "out"
+    written = save_outputs(result, target)
+    assert [Path(p).name for p in written] == ["output-0.png", "output-1.x", "output-3.html"]
+    assert all(Path(p).parent == target for p in written)
+    assert (target / "output-0.png").read_bytes() == PNG
+    assert (target / "output-3.html").read_text(encoding="utf-8") == "<p>é</p>"
+    assert sorted(p.name for p in tmp_path.rglob("*") if p.is_file()) == [
+        "output-0.png",
+        "output-1.x",
+        "output-3.html",
+    ]
+    # A symlink planted under an output's name is not followed out of the directory.
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"keep")
+    (target / "output-0.png").unlink()
+    (target / "output-0.png").symlink_to(outside)
+    with pytest.raises(Failure):
+        save_outputs(result, target)
+    assert outside.read_bytes() == b"keep"
