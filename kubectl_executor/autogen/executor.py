@@ -8,9 +8,10 @@ import concurrent.futures
 import logging
 import re
 import tempfile
+import uuid
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from string import Template
 from typing import Any, ClassVar
@@ -28,7 +29,7 @@ from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
 from .._exec.languages import block_file, canonical_language, filename_hint, validate_relative_path
 from .._exec.results import CodeBlock
-from ..boundary import Resources
+from ..boundary import Resources, RichOutput
 from ..errors import InvalidInputError, KubectlExecutorError, UnsafePathError
 from ..executor import KubernetesCommandLineCodeExecutor
 from ..settings import load_settings
@@ -74,9 +75,12 @@ INIT_SCRIPT = 'IFS= read -r work || exit 97; cd -- "$work" || exit 1; exec sh -s
 
 @dataclass
 class KubectlCodeResult(CodeResult):
-    """AutoGen's result plus the file of the first block (like autogen-ext's CommandLineCodeResult)."""
+    """AutoGen's result plus the file of the first block (like autogen-ext's CommandLineCodeResult)
+    and the images and HTML the blocks displayed, saved as files (like autogen-ext's
+    DockerJupyterCodeResult.output_files)."""
 
     code_file: str | None = None
+    output_files: list[Path] = field(default_factory=list)
 
 
 def normalise_language(language: str) -> str:
@@ -372,6 +376,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
 
         outputs: list[str] = []
         code_files: list[str] = []
+        output_files: list[Path] = []
         exit_code = 0
         cancelled = False
         try:
@@ -397,6 +402,10 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
                 if result.code_file:
                     code_files.append(result.code_file)
                 outputs.append(result.output)
+                if result.outputs:
+                    saved = await asyncio.to_thread(self._save_outputs, executor, result.outputs)
+                    output_files.extend(saved)
+                    outputs.extend(f"{path}\n" for path in saved)  # as Docker's Jupyter executor
                 exit_code = result.exit_code
                 if exit_code != 0:
                     break
@@ -411,7 +420,29 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
                     raise
                 logger.warning("could not mirror the pod's workspace after the cancel: %s", exc)
         first = self._host_path(code_files[0]) if code_files else None
-        return KubectlCodeResult(exit_code=exit_code, output="".join(outputs), code_file=first)
+        return KubectlCodeResult(
+            exit_code=exit_code, output="".join(outputs), code_file=first, output_files=output_files
+        )
+
+    def _save_outputs(
+        self, executor: KubernetesCommandLineCodeExecutor, rich: Sequence[RichOutput]
+    ) -> list[Path]:
+        """Images (PNG, JPEG) and HTML as ``<uuid>.<ext>`` files in work_dir, as autogen-ext's
+        DockerJupyterCodeExecutor saves them: on the host when mirrored, else in the pod."""
+        saved = []
+        for out in rich:
+            ext = {"image/png": "png", "image/jpeg": "jpg", "text/html": "html"}.get(out.mime_type)
+            if ext is None or out.kept_path or not out.data:
+                continue
+            name = f"{uuid.uuid4().hex}.{ext}"
+            data = out.data if isinstance(out.data, bytes) else out.data.encode()
+            if self._config.mirror:
+                path = self.work_dir / name
+                path.write_bytes(data)
+                saved.append(path.absolute())
+            else:
+                saved.append(Path(executor.upload_file_content(name, data)))
+        return saved
 
     def _in_workspace(self, hint: str | None) -> bool:
         """A ``# filename:`` hint names a file in the workspace: relative (no ``..``), or absolute
