@@ -4,7 +4,7 @@ Every ``import`` counts, wherever it is: at module level, inside a function (a f
 that only hides a cycle is still a cycle) and under ``TYPE_CHECKING``. The layers, top to bottom:
 
     __init__ (the public API)
-    integrations: cli, mcp/, autogen, __main__
+    integrations: cli, mcp/, autogen, jupyter, frameworks/, __main__
     facades:      executor, pool, workspace, gc, settings
     _exec/:       protocol, languages, results, transfer, dispatcher, session (+ _pod/, package data)
     _cluster/:    runner, kubectl, retry, models, manifest, netpol, pod, gc
@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, set[str]]] = [
     ("cluster", {"_cluster"}),
     ("exec", {"_exec"}),
     ("facades", {"executor", "pool", "workspace", "gc", "settings"}),
-    ("integrations", {"cli", "mcp", "autogen", "frameworks", "__main__"}),
+    ("integrations", {"cli", "mcp", "autogen", "jupyter", "frameworks", "__main__"}),
     ("api", {""}),
 ]
 
