@@ -33,6 +33,7 @@ except ImportError as exc:
         "kubectl_executor.jupyter needs AutoGen 0.4 or newer: pip install 'kubectl-executor[autogen]'"
     ) from exc
 
+import ast
 import asyncio
 import base64
 import json
@@ -493,14 +494,18 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
             outputs: list[str] = []
             output_files: list[Path] = []
             for block in code_blocks:
-                if resolve_language(block.language) is None:
+                language = resolve_language(block.language)
+                if language is None:
                     return _failed(outputs, f"Unsupported language {block.language}", output_files)
                 code = silence_pip(block.code, block.language)
+                if language.runner == "python":
+                    code = shell_escapes(code)
                 result = await self._run(executor, code, block.language, cancellation_token)
-                texts, files = self._outputs_of(result)
                 if result.exit_code != 0 or result.timed_out:
+                    # As the seed: the failing block's rich outputs are not kept (its stdout is).
                     outputs.extend(t for t in (result.stdout,) if t)
-                    return _failed(outputs, _error_text(result, self._timeout), output_files + files)
+                    return _failed(outputs, _error_text(result, self._timeout), output_files)
+                texts, files = self._outputs_of(result)
                 outputs.extend(texts)
                 output_files.extend(files)
             return PodJupyterCodeResult(exit_code=0, output="\n".join(outputs), output_files=output_files)
@@ -549,8 +554,10 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
         images and HTML, as the seed orders them."""
         texts = [t for t in (result.stdout, result.stderr) if t]
         files: list[Path] = []
-        for mime, data in rich_outputs(result):
-            if mime == "text/plain":
+        for mime, data, kept in rich_outputs(result):
+            if kept is not None:
+                texts.append(f"({mime} over the output budget, kept in the pod: {kept})")
+            elif mime == "text/plain":
                 texts.append(data if isinstance(data, str) else data.decode(errors="replace"))
             elif mime in ("image/png", "text/html"):
                 path = self._save(mime, data)
@@ -589,10 +596,45 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
 # -- pure helpers ---------------------------------------------------------------------------------
 
 
-def rich_outputs(result: BlockResult) -> list[tuple[str, str | bytes]]:
-    """(MIME type, data) of each rich output of the block, in order."""
+def rich_outputs(result: BlockResult) -> list[tuple[str, str | bytes, str | None]]:
+    """(MIME type, data, kept path in the pod if over budget) of each rich output, in order."""
     outputs = getattr(result, "outputs", ())  # the rich results (issue 15), when the executor has them
-    return [(o.mime_type, o.data) for o in outputs]
+    return [(o.mime_type, o.data, getattr(o, "kept_path", None)) for o in outputs]
+
+
+_ESCAPE = re.compile(r"^(?P<indent>[ \t]*)(?:!(?P<shell>.*)|%pip\s(?P<pip>.*))$")
+
+
+def shell_escapes(code: str) -> str:
+    """IPython's ``!command`` and ``%pip ...`` lines (what models write for Jupyter) as
+    subprocess calls in the pod's Python (no ``$name`` expansion of Python variables). Only
+    code that is not Python as it stands is changed, and only if the result is Python: a
+    ``!`` inside a string is left alone."""
+    try:
+        ast.parse(code)
+        return code
+    except SyntaxError:
+        pass
+    lines = code.split("\n")
+    for index, line in enumerate(lines):
+        found = _ESCAPE.match(line)
+        if found is None:
+            continue
+        indent = found["indent"]
+        if found["shell"] is not None:
+            call = f"__import__('subprocess').run({found['shell']!r}, shell=True)"
+        else:  # %pip: the interpreter's own pip, as IPython runs it
+            call = (
+                "__import__('subprocess').run([__import__('sys').executable, '-m', 'pip', "
+                f"*__import__('shlex').split({found['pip']!r})])"
+            )
+        lines[index] = indent + call
+    changed = "\n".join(lines)
+    try:
+        ast.parse(changed)
+    except SyntaxError:
+        return code  # not ours to fix: the interpreter reports the original error
+    return changed
 
 
 def _failed(outputs: list[str], error: str, files: list[Path]) -> PodJupyterCodeResult:

@@ -30,6 +30,7 @@ from kubectl_executor.jupyter import (
     PodJupyterConnectionInfo,
     PodJupyterServer,
     pod_overrides_from,
+    shell_escapes,
     spec_from,
     workspace_volume,
 )
@@ -207,6 +208,11 @@ class Rich:
 
 
 @dataclass(frozen=True)
+class KeptRich(Rich):
+    kept_path: str | None = None
+
+
+@dataclass(frozen=True)
 class RichBlock:
     """A BlockResult with rich outputs (what the executor's run() returns once it has them)."""
 
@@ -238,14 +244,14 @@ def test_text_of_blocks_is_joined_as_the_seed_joins_it(mocker: MockerFixture, tm
     )
     result = run(
         executor,
-        CodeBlock(code="!pip install x\nprint('a')", language="python"),
+        CodeBlock(code="!pip install x\nprint('!a')", language="python"),
         CodeBlock(code="echo warn >&2", language="sh"),
         CodeBlock(code="x = 1", language="Python"),
     )
     assert (result.exit_code, result.output, result.output_files) == (0, "a\n\nwarn\n", [])
-    # The seed's pip quietening, each block in its language, the executor's timeout.
+    # The seed's pip quietening, IPython's shell escape, each block in its language, the timeout.
     assert [c.args for c in inner.run.call_args_list] == [
-        ("!pip install -qqq x\nprint('a')", "python"),
+        ("__import__('subprocess').run('pip install -qqq x', shell=True)\nprint('!a')", "python"),
         ("echo warn >&2", "sh"),
         ("x = 1", "Python"),
     ]
@@ -330,3 +336,22 @@ def test_without_output_dir_a_kept_temporary_directory_is_made(mocker: MockerFix
     assert saved.read_bytes() == b"png" and saved.parent == executor.output_dir
     saved.unlink()
     saved.parent.rmdir()
+
+
+def test_ipython_shell_escapes_become_subprocess_calls_only_where_python_is_not() -> None:
+    code = "for i in range(2):\n    !echo $i\n%pip install 'a b' c"
+    assert shell_escapes(code) == (
+        "for i in range(2):\n    __import__('subprocess').run('echo $i', shell=True)\n"
+        "__import__('subprocess').run([__import__('sys').executable, '-m', 'pip', "
+        "*__import__('shlex').split(\"install 'a b' c\")])"
+    )
+    for unchanged in ['s = """\n!not a command\n"""', "x = !", "!echo ok\ndef broken(:"]:
+        assert shell_escapes(unchanged) == unchanged
+
+
+def test_an_output_over_budget_is_named_not_saved(mocker: MockerFixture, tmp_path: Path) -> None:
+    kept = RichBlock(0, "", outputs=(KeptRich("image/png", b"", kept_path="/tmp/kx/out-1.png"),))
+    executor, _ = executor_with(mocker, [kept], tmp_path)
+    result = run(executor, CodeBlock(code="big()", language="python"))
+    assert result.output == "(image/png over the output budget, kept in the pod: /tmp/kx/out-1.png)"
+    assert result.output_files == [] and list(tmp_path.iterdir()) == []
