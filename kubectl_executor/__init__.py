@@ -29,11 +29,13 @@ from .executor import KubernetesCommandLineCodeExecutor
 
 if TYPE_CHECKING:
     from .boundary import (
+        ChangedFile,
         ClusterAccess,
         CodeResult,
         CommandLineCodeResult,
         PodOptions,
         Resources,
+        RichOutput,
         ToolCallResult,
         ToolCommandLineCodeResult,
         ToolError,
@@ -45,11 +47,13 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(
         [
+            "ChangedFile",
             "ClusterAccess",
             "CodeResult",
             "CommandLineCodeResult",
             "PodOptions",
             "Resources",
+            "RichOutput",
             "ToolCallResult",
             "ToolCommandLineCodeResult",
             "ToolError",
@@ -72,6 +76,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ChangedFile",
     "ClaimNotBoundError",
     "ClusterAccess",
     "CodeBlock",
@@ -95,6 +100,7 @@ __all__ = [
     "RemoteNotFoundError",
     "Resources",
     "RetryPolicy",
+    "RichOutput",
     "StartupTimeoutError",
     "ToolCallResult",
     "ToolCommandLineCodeResult",
