@@ -550,9 +550,11 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
             )
 
     def _outputs_of(self, result: BlockResult) -> tuple[list[str], list[Path]]:
-        """The block's text (streams, then text representations) and the files saved for its
-        images and HTML, as the seed orders them."""
+        """The block's entries of ``output`` and the files saved, in the seed's order: one
+        entry for its text (streams, text/plain, other text types as JSON), then one per image
+        or HTML output (a saved file's path; an image other than PNG as JSON)."""
         texts = [t for t in (result.stdout, result.stderr) if t]
+        entries: list[str] = []
         files: list[Path] = []
         for mime, data, kept in rich_outputs(result):
             if kept is not None:
@@ -561,11 +563,12 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
                 texts.append(data if isinstance(data, str) else data.decode(errors="replace"))
             elif mime in ("image/png", "text/html"):
                 path = self._save(mime, data)
-                texts.append(str(path))
+                entries.append(str(path))
                 files.append(path)
             else:  # as the seed: other types' data as JSON (binary ones as base64 text)
-                texts.append(json.dumps(data if isinstance(data, str) else base64.b64encode(data).decode()))
-        return texts, files
+                text = json.dumps(data if isinstance(data, str) else base64.b64encode(data).decode())
+                (entries if mime.startswith("image/") else texts).append(text)
+        return ["\n".join(texts), *entries], files
 
     def _save(self, mime: str, data: str | bytes) -> Path:
         suffix = ".png" if mime == "image/png" else ".html"
@@ -598,8 +601,7 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
 
 def rich_outputs(result: BlockResult) -> list[tuple[str, str | bytes, str | None]]:
     """(MIME type, data, kept path in the pod if over budget) of each rich output, in order."""
-    outputs = getattr(result, "outputs", ())  # the rich results (issue 15), when the executor has them
-    return [(o.mime_type, o.data, getattr(o, "kept_path", None)) for o in outputs]
+    return [(o.mime_type, o.data, o.kept_path) for o in result.outputs]
 
 
 _ESCAPE = re.compile(r"^(?P<indent>[ \t]*)(?:!(?P<shell>.*)|%pip\s(?P<pip>.*))$")

@@ -4,6 +4,8 @@ state across calls, errors, timeouts, cancellation, restart, pod_spec, and AutoG
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import textwrap
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -277,3 +279,43 @@ def test_autogen_agents_drive_it(cluster: Cluster) -> None:
     content, tool_output = with_server(cluster, body)
     assert "total 45" in content
     assert tool_output == "90\n"
+
+
+def test_charts_and_html_are_saved_as_the_seed_saves_them(cluster: Cluster, tmp_path: Path) -> None:
+    """A matplotlib chart and a displayed object's HTML come back as files in output_dir, and a
+    block's last expression as text, in the seed's order (text, then the files' paths)."""
+    image = os.environ.get("KX_TEST_PLOT_IMAGE") or cluster.image  # needs matplotlib (see test_rich.py)
+    chart = py(
+        """
+        import matplotlib.pyplot as plt
+        fig, ax = plt.subplots(figsize=(4, 3), dpi=50)
+        ax.plot([1, 2, 3], [2, 4, 1])
+        print('drawn')
+        """
+    )
+    table = py(
+        """
+        class Table:
+            def _repr_html_(self):
+                return '<table><tr><td>1</td></tr></table>'
+        display(Table())
+        6 * 7
+        """
+    )
+
+    async def body(server: PodJupyterServer) -> PodJupyterCodeResult:
+        async with PodJupyterCodeExecutor(server, output_dir=tmp_path / "out") as executor:
+            return await executor.execute_code_blocks([chart, table], CancellationToken())
+
+    result = with_server(cluster, body, image=image)
+    assert result.exit_code == 0, result.output
+    png, html = result.output_files
+    assert (png.parent, png.suffix) == (tmp_path / "out", ".png")
+    assert png.read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
+    assert html.read_text() == "<table><tr><td>1</td></tr></table>"
+    lines = result.output.split("\n")
+    # Per block its text, then the files; display(Table()) also gives its text/plain (a repr),
+    # as Jupyter's display_data does.
+    assert lines[:3] == ["drawn", "", str(png)]
+    assert re.fullmatch(r"<__main__\.Table object at 0x[0-9a-f]+>", lines[3])
+    assert lines[4:] == ["42", str(html)]

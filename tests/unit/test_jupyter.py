@@ -9,7 +9,6 @@ import importlib
 import json
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from pytest_mock import MockerFixture
 
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed
+from kubectl_executor.boundary import RichOutput
 from kubectl_executor.errors import InvalidInputError
 from kubectl_executor.executor import BlockResult
 from kubectl_executor.jupyter import (
@@ -200,30 +200,6 @@ def test_configurations_round_trip() -> None:
 # -- the result's shape: a fake block result behind execute_code_blocks ----------------------------
 
 
-@dataclass(frozen=True)
-class Rich:
-    mime_type: str
-    data: bytes | str
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class KeptRich(Rich):
-    kept_path: str | None = None
-
-
-@dataclass(frozen=True)
-class RichBlock:
-    """A BlockResult with rich outputs (what the executor's run() returns once it has them)."""
-
-    exit_code: int
-    stdout: str
-    stderr: str = ""
-    timed_out: bool = False
-    state_lost: bool = False
-    outputs: tuple[Rich, ...] = ()
-
-
 def executor_with(
     mocker: MockerFixture, results: list[Any], tmp_path: Path
 ) -> tuple[PodJupyterCodeExecutor, Any]:
@@ -248,7 +224,8 @@ def test_text_of_blocks_is_joined_as_the_seed_joins_it(mocker: MockerFixture, tm
         CodeBlock(code="echo warn >&2", language="sh"),
         CodeBlock(code="x = 1", language="Python"),
     )
-    assert (result.exit_code, result.output, result.output_files) == (0, "a\n\nwarn\n", [])
+    # As the seed: each block's text is one entry (an empty one too), joined by newlines.
+    assert (result.exit_code, result.output, result.output_files) == (0, "a\n\nwarn\n\n", [])
     # The seed's pip quietening, IPython's shell escape, each block in its language, the timeout.
     assert [c.args for c in inner.run.call_args_list] == [
         ("__import__('subprocess').run('pip install -qqq x', shell=True)\nprint('!a')", "python"),
@@ -300,15 +277,16 @@ def test_timeouts_exits_and_lost_state_are_errors(mocker: MockerFixture, tmp_pat
 
 def test_images_and_html_are_saved_other_types_become_json(mocker: MockerFixture, tmp_path: Path) -> None:
     png = b"\x89PNG\r\n\x1a\nfake"
-    block = RichBlock(
+    block = BlockResult(
         0,
         "drawn\n",
+        "",
         outputs=(
-            Rich("text/plain", "<Figure>"),
-            Rich("image/png", png, {"width": 2}),
-            Rich("text/html", "<b>t</b>"),
-            Rich("image/svg+xml", "<svg/>"),
-            Rich("application/json", b'{"a": 1}'),
+            RichOutput(mime_type="text/plain", data="<Figure>"),
+            RichOutput(mime_type="image/png", data=png, metadata={"width": 2}),
+            RichOutput(mime_type="text/html", data="<b>t</b>"),
+            RichOutput(mime_type="image/svg+xml", data="<svg/>"),
+            RichOutput(mime_type="application/json", data=b'{"a": 1}'),
         ),
     )
     executor, _ = executor_with(mocker, [block], tmp_path)
@@ -316,21 +294,23 @@ def test_images_and_html_are_saved_other_types_become_json(mocker: MockerFixture
     image, page = result.output_files
     assert (image.parent, image.suffix, image.read_bytes()) == (tmp_path, ".png", png)
     assert (page.suffix, page.read_text()) == (".html", "<b>t</b>")
+    # The seed's order: the block's text (streams, text/plain, other text types as JSON), then
+    # one entry per image or HTML output.
     assert result.output.split("\n") == [
         "drawn",
         "",
         "<Figure>",
+        json.dumps(base64.b64encode(b'{"a": 1}').decode()),
         str(image),
         str(page),
         json.dumps("<svg/>"),
-        json.dumps(base64.b64encode(b'{"a": 1}').decode()),
     ]
 
 
 def test_without_output_dir_a_kept_temporary_directory_is_made(mocker: MockerFixture) -> None:
     executor = PodJupyterCodeExecutor(PodJupyterConnectionInfo(pod_name="p"))
     inner = mocker.Mock()
-    inner.run.return_value = RichBlock(0, "", outputs=(Rich("image/png", b"png"),))
+    inner.run.return_value = BlockResult(0, "", "", outputs=(RichOutput(mime_type="image/png", data=b"png"),))
     executor._executor = inner
     (saved,) = run(executor, CodeBlock(code="img", language="python")).output_files
     assert saved.read_bytes() == b"png" and saved.parent == executor.output_dir
@@ -350,7 +330,9 @@ def test_ipython_shell_escapes_become_subprocess_calls_only_where_python_is_not(
 
 
 def test_an_output_over_budget_is_named_not_saved(mocker: MockerFixture, tmp_path: Path) -> None:
-    kept = RichBlock(0, "", outputs=(KeptRich("image/png", b"", kept_path="/tmp/kx/out-1.png"),))
+    kept = BlockResult(
+        0, "", "", outputs=(RichOutput(mime_type="image/png", data=b"", kept_path="/tmp/kx/out-1.png"),)
+    )
     executor, _ = executor_with(mocker, [kept], tmp_path)
     result = run(executor, CodeBlock(code="big()", language="python"))
     assert result.output == "(image/png over the output budget, kept in the pod: /tmp/kx/out-1.png)"
