@@ -20,7 +20,6 @@ from autogen_ext.tools.code_execution import CodeExecutionInput, PythonCodeExecu
 from kx_cluster import Cluster
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor.errors import InvalidInputError
 from kubectl_executor.jupyter import (
     PodJupyterCodeExecutor,
     PodJupyterCodeResult,
@@ -241,19 +240,6 @@ def test_pod_spec_from_a_yaml_file_and_a_volume(cluster: Cluster, tmp_path: Path
     workspace = next(v for v in pod["spec"]["volumes"] if v["name"] == "workspace")
     assert workspace["emptyDir"] == {"sizeLimit": "64Mi"}
     assert cluster.get_object("pod", "kx-jupyter-spec") is None
-
-
-def test_refused_options_name_what_is_missing() -> None:
-    with pytest.raises(InvalidInputError, match="no Service is made"):
-        PodJupyterServer(service_spec={"kind": "Service"})
-    with pytest.raises(InvalidInputError, match="no token Secret"):
-        PodJupyterServer(secret_spec={"kind": "Secret"})
-    with pytest.raises(InvalidInputError, match="none runs here"):
-        PodJupyterServer(command=["jupyter", "lab"])
-    with pytest.raises(InvalidInputError, match="Kernel ir is not installed"):
-        PodJupyterCodeExecutor(PodJupyterConnectionInfo(pod_name="p"), kernel_name="ir")
-    with pytest.raises(ValueError, match="not a host, port or token"):
-        PodJupyterConnectionInfo(host="jupyter.default.svc", port=8888)  # type: ignore[call-arg]
 
 
 def test_autogen_agents_drive_it(cluster: Cluster) -> None:
