@@ -1,4 +1,4 @@
-"""The seed-compatible Jupyter executor (kubectl_executor.jupyter) through the real kubectl:
+"""The seed-compatible Jupyter executor (kubectl_executor.autogen.jupyter) through the real kubectl:
 state across calls, errors, timeouts, cancellation, restart, pod_spec, and AutoGen's own agent."""
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from autogen_ext.tools.code_execution import CodeExecutionInput, PythonCodeExecu
 from kx_cluster import Cluster
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor.jupyter import (
+from kubectl_executor.autogen import (
     PodJupyterCodeExecutor,
     PodJupyterCodeResult,
     PodJupyterConnectionInfo,

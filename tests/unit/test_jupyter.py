@@ -1,4 +1,4 @@
-"""kubectl_executor.jupyter without a cluster: the seed's options mapped or refused, the pod it
+"""kubectl_executor.autogen.jupyter without a cluster: the seed's options mapped or refused, the pod it
 applies (fake runner), the result's shape (text, ERROR lines, saved images), configurations."""
 
 from __future__ import annotations
@@ -20,20 +20,17 @@ from pytest_mock import MockerFixture
 
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed
-from kubectl_executor.boundary import RichOutput
-from kubectl_executor.errors import InvalidInputError
-from kubectl_executor.executor import BlockResult
-from kubectl_executor.jupyter import (
-    DEFAULT_COMMAND,
+from kubectl_executor.autogen import (
     PodJupyterCodeExecutor,
     PodJupyterCodeResult,
     PodJupyterConnectionInfo,
     PodJupyterServer,
-    pod_overrides_from,
-    shell_escapes,
-    spec_from,
-    workspace_volume,
 )
+from kubectl_executor.autogen.jupyter import DEFAULT_COMMAND, pod_overrides_from, shell_escapes
+from kubectl_executor.autogen.specs import spec_from, workspace_volume
+from kubectl_executor.boundary import RichOutput
+from kubectl_executor.errors import InvalidInputError
+from kubectl_executor.executor import BlockResult
 
 SEED_POD_NAME = (
     r"^autogen-jupyter-[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-4[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
@@ -57,10 +54,10 @@ def make_server(fake_kubectl: str, fake_runner: FakeRunner, retry_policy: RetryP
 
 
 def test_import_without_autogen_gives_the_install_hint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delitem(sys.modules, "kubectl_executor.jupyter")
+    monkeypatch.delitem(sys.modules, "kubectl_executor.autogen.jupyter")
     monkeypatch.setitem(sys.modules, "autogen_core", None)
     with pytest.raises(ImportError, match=r"pip install 'kubectl-executor\[autogen\]'"):
-        importlib.import_module("kubectl_executor.jupyter")
+        importlib.import_module("kubectl_executor.autogen.jupyter")
 
 
 def test_the_seeds_defaults_and_refusals() -> None:
@@ -188,7 +185,7 @@ def test_configurations_round_trip() -> None:
     assert loaded.connection_info == server.connection_info
     executor = PodJupyterCodeExecutor(server, timeout=7, output_dir="/tmp/out")
     model = executor.dump_component()
-    assert model.provider == "kubectl_executor.jupyter.PodJupyterCodeExecutor"
+    assert model.provider == "kubectl_executor.autogen.PodJupyterCodeExecutor"
     again = PodJupyterCodeExecutor.load_component(model)
     assert (again._connection_info, again.timeout, again._output_dir) == (
         server.connection_info,

@@ -1,5 +1,5 @@
 """Shim for the seed's tests/test_jupyter_code_executor.py (kubernetes-robin-executor) run on
-kubectl_executor.jupyter (PodJupyterServer, PodJupyterCodeExecutor).
+kubectl_executor.autogen.jupyter (PodJupyterServer, PodJupyterCodeExecutor).
 
 As for the seed-pod suite: the cluster comes from KUBECONFIG, which the seed's own conftest (the
 kubernetes client, its `kubernetes_enabled` gate) reads at import, so this shim starts the cluster
@@ -16,7 +16,7 @@ from typing import Any
 import kx_autogen_shim
 import pytest
 
-from kubectl_executor.jupyter import PodJupyterServer
+from kubectl_executor.autogen import PodJupyterServer
 
 _cluster = kx_autogen_shim.configure()
 _cluster.run("create", "namespace", "default", check=False)  # exists on real clusters

@@ -7,7 +7,7 @@ no Service and no Secret: the "server" is a pod of ours, and each executor's "ke
 stateful session to it (one persistent Python interpreter reached by ``kubectl exec``), so it
 works wherever kubectl does. A migrating user changes the import line::
 
-    from kubectl_executor.jupyter import PodJupyterCodeExecutor, PodJupyterServer
+    from kubectl_executor.autogen import PodJupyterCodeExecutor, PodJupyterServer
 
     async with PodJupyterServer() as server:
         async with PodJupyterCodeExecutor(server) as executor:
@@ -30,7 +30,7 @@ try:
     from autogen_core.code_executor import CodeBlock, CodeExecutor, CodeResult
 except ImportError as exc:
     raise ImportError(
-        "kubectl_executor.jupyter needs AutoGen 0.4 or newer: pip install 'kubectl-executor[autogen]'"
+        "kubectl_executor.autogen needs AutoGen 0.4 or newer: pip install 'kubectl-executor[autogen]'"
     ) from exc
 
 import ast
@@ -46,15 +46,23 @@ from pathlib import Path, PurePosixPath
 from types import TracebackType
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel
 from typing_extensions import Self
 
-from ._cluster.manifest import CONTAINER
-from ._cluster.retry import RetryPolicy
-from ._cluster.runner import Runner
-from ._exec.languages import resolve_language, silence_pip
-from .errors import InvalidInputError, KubectlExecutorError
-from .executor import BlockResult, KubernetesCommandLineCodeExecutor
+from .._cluster.manifest import CONTAINER
+from .._cluster.retry import RetryPolicy
+from .._cluster.runner import Runner
+from .._exec.languages import resolve_language, silence_pip
+from ..errors import InvalidInputError, KubectlExecutorError
+from ..executor import BlockResult, KubernetesCommandLineCodeExecutor
+from .config import (
+    DEFAULT_PORT,
+    KERNEL,
+    PodJupyterCodeExecutorConfig,
+    PodJupyterConnectionInfo,
+    PodJupyterServerConfig,
+)
+from .specs import SEED_CONTAINER, spec_from, workspace_volume
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +93,6 @@ DEFAULT_COMMAND = [
         --JupyterWebsocketPersonality.list_kernels=true;
     """,
 ]
-DEFAULT_PORT = 8888
-SEED_CONTAINER = "autogen-executor"  # the container the seed's pod_spec must name
-KERNEL = "python3"
 TIMEOUT_ERROR = "Timeout waiting for output from code block."  # the seed's words
 # How long a cancelled call waits for its block to end after the interrupt reached the pod.
 CANCEL_GRACE_SECONDS = 30.0
@@ -99,49 +104,6 @@ class PodJupyterCodeResult(CodeResult):
     """The seed's result: ``output`` is the text, ``output_files`` the images and HTML saved."""
 
     output_files: list[Path]
-
-
-class PodJupyterConnectionInfo(BaseModel):
-    """Where an executor's kernel runs: a pod, reached through kubectl (not a server URL)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    pod_name: str
-    namespace: str | None = None
-    work_dir: str = "/workspace"
-    kubectl: str | None = None
-    kubeconfig: str | None = None
-    context: str | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_server(cls, data: Any) -> Any:
-        if isinstance(data, dict) and ({"host", "port", "token"} & set(data)):
-            raise ValueError(
-                "no Jupyter server is reached here: name the pod (pod_name=, namespace=) "
-                "that a PodJupyterServer started, not a host, port or token"
-            )
-        return data
-
-
-class PodJupyterServerConfig(BaseModel):
-    """The seed's configuration fields (``autogen_kubernetes.code_executors``), plus ours."""
-
-    image: str | None = None
-    pod_name: str | None = None
-    command: list[str] | None = None
-    args: list[str] | None = None
-    timeout: int = 60
-    workspace_path: str = "/workspace"
-    namespace: str = "default"
-    volume: dict[str, Any] | None = None
-    pod_spec: dict[str, Any] | None = None
-    auto_remove: bool = True
-    port: int = DEFAULT_PORT
-    kube_config_file: str | None = None
-    hardened: bool = True
-    kubectl: str | None = None
-    context: str | None = None
 
 
 class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseModel]):
@@ -164,7 +126,7 @@ class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseMode
     component_version = 1
     component_description = "a pod whose stateful Python sessions are reached through kubectl"
     component_config_schema = PodJupyterServerConfig
-    component_provider_override = "kubectl_executor.jupyter.PodJupyterServer"
+    component_provider_override = "kubectl_executor.autogen.PodJupyterServer"
 
     def __init__(
         self,
@@ -358,15 +320,6 @@ class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseMode
         )
 
 
-class PodJupyterCodeExecutorConfig(BaseModel):
-    """The seed's configuration: the pod to reach (not a server), kernel, timeout, output dir."""
-
-    jupyter_server: PodJupyterConnectionInfo
-    kernel_name: str = KERNEL
-    timeout: int = Field(60, ge=1)
-    output_dir: str | None = None
-
-
 class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfig]):
     """The seed's ``PodJupyterCodeExecutor``: blocks run statefully in a pod's Python session.
 
@@ -380,7 +333,7 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
     """
 
     component_config_schema = PodJupyterCodeExecutorConfig
-    component_provider_override = "kubectl_executor.jupyter.PodJupyterCodeExecutor"
+    component_provider_override = "kubectl_executor.autogen.PodJupyterCodeExecutor"
 
     def __init__(
         self,
@@ -656,58 +609,6 @@ def _error_text(result: BlockResult, timeout: int) -> str:
     return f"exit code {result.exit_code}{lost}\n{stderr}".rstrip("\n")
 
 
-def spec_from(value: Any, what: str) -> dict[str, Any] | None:
-    """The seed's forms of a Kubernetes object: a dict, a YAML file path (str or Path), YAML
-    text, or a kubernetes-client model (read by duck typing: the client is never imported)."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            if Path(value).exists():
-                value = Path(value)
-        except OSError:
-            pass
-    if isinstance(value, (str, Path)):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise ImportError(f"a YAML {what} needs PyYAML: pip install 'kubectl-executor[autogen]'") from exc
-        if isinstance(value, Path):
-            kind = "Volume" if what == "volume" else "Pod"
-            documents = [d for d in yaml.safe_load_all(value.read_text(encoding="utf-8")) if d]
-            # A file may hold several objects (the seed's holds the Pod, a Service and a Secret).
-            loaded = next((d for d in documents if isinstance(d, dict) and d.get("kind") == kind), None)
-            if loaded is None and len(documents) == 1:
-                loaded = documents[0]
-            if loaded is None:
-                raise InvalidInputError(f"spec file {value} has no manifest for kind {kind}")
-        else:
-            loaded = yaml.safe_load(value)
-    else:
-        loaded = _plain(value)
-    if not isinstance(loaded, dict):
-        raise InvalidInputError(
-            f"{what} must describe a mapping (a Kubernetes object), got {type(loaded).__name__}"
-        )
-    return loaded
-
-
-def _plain(obj: Any) -> Any:
-    """A kubernetes-client model as the JSON the API takes (its openapi_types/attribute_map)."""
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return [_plain(item) for item in obj]
-    if isinstance(obj, dict):
-        return {key: _plain(value) for key, value in obj.items()}
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    types, names = getattr(obj, "openapi_types", None), getattr(obj, "attribute_map", None)
-    if isinstance(types, dict) and isinstance(names, dict):
-        return {names[attr]: _plain(getattr(obj, attr)) for attr in types if getattr(obj, attr) is not None}
-    raise InvalidInputError(f"cannot use a {type(obj).__name__} as a Kubernetes object")
-
-
 def pod_overrides_from(given: dict[str, Any], image: str) -> tuple[str, dict[str, str], dict[str, Any]]:
     """(image, labels, pod_overrides) from the seed's pod spec. Its ``autogen-executor``
     container gives our code container its image, env, resources and mounts; its command and
@@ -732,12 +633,3 @@ def pod_overrides_from(given: dict[str, Any], image: str) -> tuple[str, dict[str
         overrides["metadata"] = {"annotations": dict(meta["annotations"])}
     labels = {str(k): str(v) for k, v in (meta.get("labels") or {}).items()}
     return image, labels, overrides
-
-
-def workspace_volume(volume: dict[str, Any]) -> dict[str, Any]:
-    """The seed's ``volume`` as our workspace volume (mounted at the work dir): its source
-    replaces our emptyDir (whose sizeLimit goes unless the given source sets one)."""
-    source = {k: v for k, v in volume.items() if k != "name"}
-    if isinstance(source.get("emptyDir"), dict):
-        source["emptyDir"] = {"sizeLimit": None, **source["emptyDir"]}
-    return {"name": "workspace", "emptyDir": None, **source}
