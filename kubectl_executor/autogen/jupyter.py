@@ -471,7 +471,10 @@ class PodJupyterCodeExecutor(CodeExecutor, Component[PodJupyterCodeExecutorConfi
         token: CancellationToken,
     ) -> BlockResult:
         """One block in a worker thread; a cancelled token interrupts it in the pod (the
-        interpreter keeps its state) before ``CancelledError`` goes on, as the seed's does."""
+        interpreter keeps its state) before ``CancelledError`` goes on, as the seed's does. A
+        token cancelled before the block starts runs nothing."""
+        if token.is_cancelled():
+            raise asyncio.CancelledError
         job = asyncio.ensure_future(asyncio.to_thread(executor.run, code, language, timeout=self._timeout))
         waiter = asyncio.ensure_future(asyncio.shield(job))
         token.link_future(waiter)

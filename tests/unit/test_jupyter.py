@@ -9,6 +9,7 @@ import importlib
 import json
 import re
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -334,3 +335,35 @@ def test_an_output_over_budget_is_named_not_saved(mocker: MockerFixture, tmp_pat
     result = run(executor, CodeBlock(code="big()", language="python"))
     assert result.output == "(image/png over the output budget, kept in the pod: /tmp/kx/out-1.png)"
     assert result.output_files == [] and list(tmp_path.iterdir()) == []
+
+
+def test_a_cancelled_token_interrupts_the_block_in_the_pod_and_raises(
+    mocker: MockerFixture, tmp_path: Path
+) -> None:
+    interrupted = threading.Event()
+
+    def run_until_interrupted(code: str, language: str, timeout: float) -> BlockResult:
+        interrupted.wait(30)  # the in-pod interrupt ends the block (here: the fake's cancel)
+        return BlockResult(1, "", "KeyboardInterrupt\n")
+
+    executor, inner = executor_with(mocker, [], tmp_path)
+    inner.run.side_effect = run_until_interrupted
+    inner.cancel.side_effect = lambda: interrupted.set() or True
+    token = CancellationToken()
+
+    async def go() -> None:
+        call = asyncio.ensure_future(
+            executor.execute_code_blocks([CodeBlock(code="loop()", language="python")], token)
+        )
+        while inner.run.call_count == 0:  # the block is in the worker thread
+            await asyncio.sleep(0)
+        token.cancel()
+        await call
+
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(go())
+    assert inner.cancel.called and interrupted.is_set()
+    # A token cancelled before a block starts: nothing runs.
+    with pytest.raises(asyncio.CancelledError):
+        asyncio.run(executor.execute_code_blocks([CodeBlock(code="never()", language="python")], token))
+    assert inner.run.call_count == 1
