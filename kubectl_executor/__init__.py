@@ -5,7 +5,7 @@ from typing import TYPE_CHECKING, Any
 from ._cluster.kubectl import Kubectl
 from ._cluster.retry import RetryPolicy
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
-from ._exec.transfer import TransferLimits
+from ._exec.tar import TransferLimits
 from ._version import __version__
 from .errors import (
     ClaimNotBoundError,
@@ -28,6 +28,7 @@ from .errors import (
 from .executor import KubernetesCommandLineCodeExecutor
 
 if TYPE_CHECKING:
+    from ._cluster.claim_models import PVCValidationResult
     from .boundary import (
         ClusterAccess,
         CodeResult,
@@ -38,7 +39,7 @@ if TYPE_CHECKING:
         ToolCommandLineCodeResult,
         ToolError,
     )
-    from .workspace import PVCValidationResult, WorkspaceVolume
+    from .workspace import WorkspaceVolume
 
 # Imported when first used: the pydantic types (importing pydantic costs as much as all the rest)
 # and the workspace module (most programs never touch volumes).
@@ -56,7 +57,7 @@ _LAZY = {
         ],
         ".boundary",
     ),
-    "PVCValidationResult": ".workspace",
+    "PVCValidationResult": "._cluster.claim_models",
     "WorkspaceVolume": ".workspace",
 }
 

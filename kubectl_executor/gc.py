@@ -1,12 +1,12 @@
 """Garbage collection, the public entry point: this library's orphaned pods and (opt-in) the claims
 of shared workspaces. The rules are in :mod:`kubectl_executor._cluster.gc`; the claims' part in
-:mod:`kubectl_executor.workspace`. ``kubectl-executor gc`` is this function on the command line."""
+:mod:`kubectl_executor._cluster.claim`. ``kubectl-executor gc`` is this function on the command line."""
 
 from __future__ import annotations
 
+from ._cluster.claim import collect_volume_garbage
 from ._cluster.gc import GcCandidate, ProcessStart, collect_pod_garbage, local_process_start, make_policy
 from ._cluster.kubectl import Kubectl
-from .workspace import collect_volume_garbage
 
 __all__ = ["GcCandidate", "collect_garbage"]
 

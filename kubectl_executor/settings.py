@@ -22,6 +22,7 @@ from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._cluster.manifest import validate_dns_label
+from .defaults import RUN_TIMEOUT
 
 ENV_PREFIX = "KUBECTL_EXECUTOR_"
 
@@ -42,7 +43,7 @@ class Settings(BaseSettings):
     context: str | None = Field(None, description="kubeconfig context (else the current one)")
     namespace: str | None = Field(None, description="namespace (else the context's)")
     image: str | None = Field(None, description="container image (default python:3-slim)")
-    timeout: int | None = Field(None, ge=1, description="seconds per code block (default 60)")
+    timeout: int | None = Field(None, ge=1, description=f"seconds per code block (default {RUN_TIMEOUT})")
     work_dir: str | None = Field(None, description="workspace path in the pod (default /workspace)")
     startup_timeout: float | None = Field(None, gt=0, description="seconds to wait for the pod (default 300)")
     max_output_bytes: int | None = Field(None, ge=1024, description="per stream kept in the result")

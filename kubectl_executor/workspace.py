@@ -18,47 +18,49 @@ and says which class and why in :class:`ClaimNotBoundError`. ``WaitForFirstConsu
 default on kind and many clouds) bind only once a pod mounts the claim: the wait stops there
 (``binding_deferred``) instead of waiting for a binding that cannot come first.
 
-The manifests and the association report are pure (unit-tested on dicts); the kubectl calls
-around them are thin.
+This module is the facade; the options, manifests and models are pure, in
+:mod:`kubectl_executor._cluster.claim_manifest` and :mod:`~kubectl_executor._cluster.claim_models`
+(unit-tested on dicts), and the kubectl calls around them are thin, in
+:mod:`~kubectl_executor._cluster.claim` (read, watch, list, delete, gc).
 """
 
 from __future__ import annotations
 
 import atexit
-import calendar
 import contextlib
 import json
 import logging
 import os
-import re
-import secrets
 import time
-from collections.abc import Mapping, Sequence
-from dataclasses import replace
-from pathlib import PurePosixPath
+from collections.abc import Sequence
 from types import TracebackType
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from ._cluster.gc import GcCandidate, GcPolicy, plan, selector
+from ._cluster.claim import ClaimWatch, association, claim_events, get_claim, get_volume
+from ._cluster.claim_manifest import (
+    AccessMode,
+    WorkspaceOptions,
+    build_claim_manifest,
+    build_volume_manifest,
+    generate_claim_name,
+    generate_volume_name,
+    workspace_labels,
+)
+from ._cluster.claim_models import (
+    CLASS_MISSING,
+    DEFERRED,
+    FALLBACK,
+    ClaimEvent,
+    PersistentVolumeClaim,
+    PVCValidationResult,
+    decide_from_events,
+)
 from ._cluster.kubectl import Kubectl, classify_failure
 from ._cluster.labels import (
-    CLAIM_LABEL,
-    CLAIM_NAMESPACE_LABEL,
-    CREATED_AT_LABEL,
-    LIFETIME_LABEL,
-    LONG_LIVED,
-    MANAGED_BY,
-    MANAGED_BY_LABEL,
-    OWNER_HOST_LABEL,
-    OWNER_PID_LABEL,
     SESSION_LABEL,
-    VOLUME_ANNOTATION,
 )
-from ._cluster.manifest import ownership_labels, validate_dns_label, validate_label_key, validate_label_value
-from ._cluster.models import ObjectMeta, Pod, PodStatus
-from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX, ObjectWatch
+from ._cluster.manifest import ownership_labels, validate_dns_label
+from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX
 from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
@@ -66,9 +68,7 @@ from .boundary import ClusterAccess
 from .errors import (
     ClaimNotBoundError,
     ConflictError,
-    ForbiddenError,
     InvalidInputError,
-    KubectlError,
     KubectlExecutorError,
     NotFoundError,
     TransientError,
@@ -76,402 +76,6 @@ from .errors import (
 from .executor import KubernetesCommandLineCodeExecutor
 
 logger = logging.getLogger(__name__)
-
-AccessMode = Literal["ReadWriteOnce", "ReadWriteMany", "ReadOnlyMany", "ReadWriteOncePod"]
-
-
-_QUANTITY = re.compile(r"^(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$")
-_SHORT_MODES = {
-    "ReadWriteOnce": "RWO",
-    "ReadOnlyMany": "ROX",
-    "ReadWriteMany": "RWX",
-    "ReadWriteOncePod": "RWOP",
-}
-
-
-# -- options and pure manifests -------------------------------------------------------------------
-
-
-class WorkspaceOptions(BaseModel):
-    """What shapes the claim (and the static volume, when ``host_path`` asks for one)."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
-
-    name: str | None = None
-    size: str = "1Gi"
-    storage_class: str | None = Field(None, description="None: the cluster's default class; '': no class")
-    access_mode: AccessMode = "ReadWriteMany"
-    fallback_access_mode: AccessMode | None = Field(
-        None, description="used when the provisioner refuses access_mode (e.g. RWO-only block storage)"
-    )
-    host_path: str | None = Field(None, description="make a static PersistentVolume on this node path")
-    local: bool = Field(False, description="the static volume is a `local` volume (needs node) not hostPath")
-    node: str | None = Field(None, description="pin the static volume (and the executors) to this node")
-    labels: dict[str, str] = Field(default_factory=dict)
-    bind_timeout: float = Field(120.0, gt=0)
-    long_lived: bool = Field(False, description="gc leaves it alone (made by `workspace create`)")
-
-    @field_validator("name")
-    @classmethod
-    def _name(cls, value: str | None) -> str | None:
-        return validate_dns_label(value, "claim name") if value is not None else None
-
-    @field_validator("size")
-    @classmethod
-    def _size(cls, value: str) -> str:
-        if not _QUANTITY.match(value) or float(re.sub(r"[A-Za-z]+$", "", value) or 0) <= 0:
-            raise ValueError(f"size {value!r} is not a positive Kubernetes quantity like 1Gi or 500Mi")
-        return value
-
-    @field_validator("storage_class")
-    @classmethod
-    def _storage_class(cls, value: str | None) -> str | None:
-        if value and (len(value) > 253 or not re.match(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", value)):
-            raise ValueError(f"storage_class {value!r} is not a valid object name")
-        return value
-
-    @field_validator("host_path")
-    @classmethod
-    def _host_path(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
-        if (
-            not value.startswith("/")
-            or ".." in PurePosixPath(value).parts
-            or "\x00" in value
-            or "\n" in value
-        ):
-            raise ValueError(f"host_path must be an absolute node path without '..', got {value!r}")
-        return value
-
-    @field_validator("node")
-    @classmethod
-    def _node(cls, value: str | None) -> str | None:
-        return validate_label_value(value) if value else None
-
-    @model_validator(mode="after")
-    def _consistent(self) -> WorkspaceOptions:
-        if self.local and (not self.host_path or not self.node):
-            raise ValueError("local=True needs host_path and node (a local volume lives on one node)")
-        if self.fallback_access_mode == self.access_mode:
-            raise ValueError("fallback_access_mode must differ from access_mode")
-        if self.host_path and self.fallback_access_mode:
-            raise ValueError(
-                "fallback_access_mode applies to provisioned volumes, not to a static host_path one"
-            )
-        for key, value in self.labels.items():
-            validate_label_key(key)
-            validate_label_value(value)
-        return self
-
-    @property
-    def static(self) -> bool:
-        return self.host_path is not None
-
-
-def generate_claim_name() -> str:
-    return f"kx-ws-{secrets.token_hex(5)}"
-
-
-def generate_volume_name() -> str:
-    return f"kx-pv-{secrets.token_hex(5)}"
-
-
-def workspace_labels(opts: WorkspaceOptions, ownership: Mapping[str, str]) -> dict[str, str]:
-    """Ownership labels (as on pods, so gc finds orphans), long-lived mark, then the user's."""
-    labels = dict(ownership)
-    if opts.long_lived:
-        labels[LIFETIME_LABEL] = LONG_LIVED
-    for key, value in opts.labels.items():
-        if key in labels or key in (CLAIM_LABEL, CLAIM_NAMESPACE_LABEL):
-            raise InvalidInputError(f"label {key!r} is set by kubectl-executor and cannot be overridden")
-        labels[key] = value
-    return labels
-
-
-def build_claim_manifest(
-    opts: WorkspaceOptions,
-    name: str,
-    labels: Mapping[str, str],
-    *,
-    access_mode: str | None = None,
-    volume_name: str | None = None,
-) -> dict[str, Any]:
-    """The PersistentVolumeClaim. With ``volume_name`` (a static volume we make) it names that
-    volume and its class ("" unless given), so no provisioner takes it first."""
-    validate_dns_label(name, "claim name")
-    spec: dict[str, Any] = {
-        "accessModes": [access_mode or opts.access_mode],
-        "resources": {"requests": {"storage": opts.size}},
-        "volumeMode": "Filesystem",
-    }
-    metadata: dict[str, Any] = {"name": name, "labels": dict(labels)}
-    if volume_name is not None:
-        spec["storageClassName"] = opts.storage_class or ""
-        spec["volumeName"] = volume_name
-        metadata["annotations"] = {VOLUME_ANNOTATION: volume_name}
-    elif opts.storage_class is not None:
-        spec["storageClassName"] = opts.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
-
-
-def build_volume_manifest(
-    opts: WorkspaceOptions, name: str, claim: str, namespace: str, labels: Mapping[str, str]
-) -> dict[str, Any]:
-    """The static PersistentVolume for ``opts.host_path``, reserved for our claim (claimRef) and,
-    with ``node``, pinned to that node. Retain: we delete it ourselves, data stays on the node."""
-    if opts.host_path is None:
-        raise InvalidInputError("a static volume needs host_path")
-    validate_dns_label(namespace, "namespace")
-    source: dict[str, Any] = (
-        {"local": {"path": opts.host_path}}
-        if opts.local
-        else {"hostPath": {"path": opts.host_path, "type": "DirectoryOrCreate"}}
-    )
-    spec: dict[str, Any] = {
-        "capacity": {"storage": opts.size},
-        "accessModes": [opts.access_mode],
-        "persistentVolumeReclaimPolicy": "Retain",
-        "storageClassName": opts.storage_class or "",
-        "volumeMode": "Filesystem",
-        "claimRef": {"namespace": namespace, "name": claim},
-        **source,
-    }
-    if opts.node:
-        term = {
-            "matchExpressions": [{"key": "kubernetes.io/hostname", "operator": "In", "values": [opts.node]}]
-        }
-        spec["nodeAffinity"] = {"required": {"nodeSelectorTerms": [term]}}
-    all_labels = {**labels, CLAIM_LABEL: claim, CLAIM_NAMESPACE_LABEL: namespace}
-    return {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": name, "labels": all_labels},
-        "spec": spec,
-    }
-
-
-# -- models of what kubectl prints ----------------------------------------------------------------
-
-
-class _K8s(BaseModel):
-    model_config = ConfigDict(extra="ignore", populate_by_name=True, defer_build=True)
-
-
-class ClaimSpec(_K8s):
-    access_modes: list[str] = Field(default_factory=list, alias="accessModes")
-    storage_class_name: str | None = Field(None, alias="storageClassName")
-    volume_name: str | None = Field(None, alias="volumeName")
-    resources: dict[str, Any] = Field(default_factory=dict)
-
-
-class ClaimStatus(_K8s):
-    phase: str = "Pending"
-    access_modes: list[str] = Field(default_factory=list, alias="accessModes")
-    capacity: dict[str, str] = Field(default_factory=dict)
-
-
-class PersistentVolumeClaim(_K8s):
-    metadata: ObjectMeta = Field(default_factory=lambda: ObjectMeta())
-    spec: ClaimSpec = Field(default_factory=lambda: ClaimSpec())
-    status: ClaimStatus = Field(default_factory=lambda: ClaimStatus())
-
-    @property
-    def requested_storage(self) -> str | None:
-        value = (self.spec.resources.get("requests") or {}).get("storage")
-        return str(value) if value is not None else None
-
-    @property
-    def bound(self) -> bool:
-        return self.status.phase == "Bound" and bool(self.spec.volume_name)
-
-
-class VolumeSpec(_K8s):
-    access_modes: list[str] = Field(default_factory=list, alias="accessModes")
-    capacity: dict[str, str] = Field(default_factory=dict)
-    storage_class_name: str | None = Field(None, alias="storageClassName")
-    claim_ref: dict[str, Any] | None = Field(None, alias="claimRef")
-
-
-class VolumeStatus(_K8s):
-    phase: str = "Pending"
-    message: str | None = None
-
-
-class PersistentVolume(_K8s):
-    metadata: ObjectMeta = Field(default_factory=lambda: ObjectMeta())
-    spec: VolumeSpec = Field(default_factory=lambda: VolumeSpec())
-    status: VolumeStatus = Field(default_factory=lambda: VolumeStatus())
-
-
-class ClaimEvent(_K8s):
-    type: str = "Normal"
-    reason: str = ""
-    message: str = ""
-    count: int | None = None
-    last_timestamp: str | None = Field(None, alias="lastTimestamp")
-    event_time: str | None = Field(None, alias="eventTime")
-
-    def describe(self) -> str:
-        times = f" (x{self.count})" if self.count and self.count > 1 else ""
-        return f"{self.type} {self.reason}: {self.message}{times}"
-
-
-class PVCValidationResult(BaseModel):
-    """The claim and the volume bound to it, as the seed's volume manager reported them.
-
-    ``volume_status`` is None when the volume could not be read (cluster-scoped RBAC), in which
-    case name, capacity and access modes come from the claim's own status. ``binding_deferred``:
-    the class binds only when the first pod mounts the claim (WaitForFirstConsumer).
-    """
-
-    model_config = ConfigDict(frozen=True, defer_build=True)
-
-    claim_name: str
-    namespace: str
-    claim_status: str
-    storage_class: str | None
-    claim_access_modes: list[str]
-    requested_storage: str | None
-    volume_name: str | None
-    volume_status: str | None
-    volume_capacity: str | None
-    volume_access_modes: list[str]
-    binding_deferred: bool = False
-
-    @property
-    def bound(self) -> bool:
-        return self.claim_status == "Bound" and self.volume_name is not None
-
-    @classmethod
-    def from_objects(
-        cls,
-        claim: Mapping[str, Any] | PersistentVolumeClaim,
-        volume: Mapping[str, Any] | PersistentVolume | None = None,
-        *,
-        binding_deferred: bool = False,
-    ) -> PVCValidationResult:
-        """From ``kubectl get pvc -o json`` (and ``get pv -o json`` of its volume, if readable)."""
-        pvc = (
-            claim if isinstance(claim, PersistentVolumeClaim) else PersistentVolumeClaim.model_validate(claim)
-        )
-        pv = (
-            volume
-            if volume is None or isinstance(volume, PersistentVolume)
-            else PersistentVolume.model_validate(volume)
-        )
-        if pv is not None and pv.metadata.name != pvc.spec.volume_name:
-            pv = None  # not this claim's volume (it was rebound or the name is stale)
-        if pv is not None:
-            capacity = pv.spec.capacity.get("storage")
-            modes = list(pv.spec.access_modes)
-            status: str | None = pv.status.phase
-        else:
-            capacity = pvc.status.capacity.get("storage")
-            modes = list(pvc.status.access_modes)
-            status = None
-        return cls(
-            claim_name=pvc.metadata.name,
-            namespace=pvc.metadata.namespace,
-            claim_status="Terminating" if pvc.metadata.deletion_timestamp else pvc.status.phase,
-            storage_class=pvc.spec.storage_class_name,
-            claim_access_modes=list(pvc.spec.access_modes),
-            requested_storage=pvc.requested_storage,
-            volume_name=pvc.spec.volume_name or None,
-            volume_status=status,
-            volume_capacity=str(capacity) if capacity is not None else None,
-            volume_access_modes=modes,
-            binding_deferred=binding_deferred and not pvc.bound,
-        )
-
-
-# -- deciding from the events (pure) ---------------------------------------------------------------
-
-DEFERRED = "deferred"
-CLASS_MISSING = "class-missing"
-FALLBACK = "fallback"
-
-
-def decide_from_events(events: Sequence[ClaimEvent], *, can_fall_back: bool) -> str | None:
-    """What a Pending claim's events mean for the wait: ``deferred`` (binds with its first pod),
-    ``class-missing`` (never binds), ``fallback`` (the provisioner refused; try the fallback
-    access mode), or None (keep waiting)."""
-    if any(e.reason == "WaitForFirstConsumer" for e in events):
-        return DEFERRED
-    failed = [e for e in events if e.reason == "ProvisioningFailed" and e.type == "Warning"]
-    if any('storageclass.storage.k8s.io "' in e.message and "not found" in e.message for e in failed):
-        return CLASS_MISSING
-    if failed and can_fall_back:
-        return FALLBACK
-    return None
-
-
-def events_selector(claim: str, uid: str | None = None) -> str:
-    parts = ["involvedObject.kind=PersistentVolumeClaim", f"involvedObject.name={claim}"]
-    if uid:
-        parts.append(f"involvedObject.uid={uid}")
-    return ",".join(parts)
-
-
-def sorted_events(items: Sequence[Mapping[str, Any]]) -> list[ClaimEvent]:
-    events = [ClaimEvent.model_validate(i) for i in items]
-    return sorted(events, key=lambda e: e.last_timestamp or e.event_time or "")
-
-
-# -- kubectl calls ---------------------------------------------------------------------------------
-
-
-def get_claim(kubectl: Kubectl, name: str) -> PersistentVolumeClaim | None:
-    try:
-        return PersistentVolumeClaim.model_validate(kubectl.json(["get", "pvc", name]))
-    except NotFoundError:
-        return None
-
-
-def get_volume(kubectl: Kubectl, name: str) -> PersistentVolume | None:
-    """The volume, or None when it does not exist or we may not read volumes (cluster-scoped)."""
-    try:
-        return PersistentVolume.model_validate(kubectl.json(["get", "pv", name]))
-    except (NotFoundError, ForbiddenError) as exc:
-        logger.debug("cannot read PersistentVolume %s: %s", name, exc.message)
-        return None
-
-
-def claim_events(kubectl: Kubectl, claim: str, uid: str | None = None) -> list[ClaimEvent]:
-    """The claim's events, oldest first; empty when events cannot be read (logged)."""
-    try:
-        data = kubectl.json(["get", "events", "--field-selector", events_selector(claim, uid)])
-    except KubectlError as exc:
-        logger.debug("cannot read the events of claim %s: %s", claim, exc.message)
-        return []
-    return sorted_events(data.get("items") or [])
-
-
-def association(kubectl: Kubectl, name: str, *, binding_deferred: bool = False) -> PVCValidationResult:
-    """The claim and its volume as they are now."""
-    claim = get_claim(kubectl, name)
-    if claim is None:
-        raise NotFoundError(
-            kubectl.argv(["get", "pvc", name]), 1, "", f'persistentvolumeclaims "{name}" not found'
-        )
-    volume = get_volume(kubectl, claim.spec.volume_name) if claim.spec.volume_name else None
-    return PVCValidationResult.from_objects(claim, volume, binding_deferred=binding_deferred)
-
-
-class _ClaimWatch(ObjectWatch):
-    """Watches a claim until it is bound (or lost, or being deleted)."""
-
-    resource = "pvc"
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.last: PersistentVolumeClaim | None = None
-
-    def accept(self, obj: dict[str, Any]) -> bool:
-        claim = PersistentVolumeClaim.model_validate(obj)
-        self.last = claim
-        return bool(claim.bound or claim.status.phase == "Lost" or claim.metadata.deletion_timestamp)
-
 
 # -- the workspace ---------------------------------------------------------------------------------
 
@@ -717,7 +321,7 @@ class WorkspaceVolume:
         events: list[ClaimEvent] = []
         round_seconds = WATCH_ROUND_FIRST
         while time.monotonic() < deadline:
-            watch = _ClaimWatch()
+            watch = ClaimWatch()
             code = watch.run(self._kubectl, self._name, min(deadline, time.monotonic() + round_seconds))
             round_seconds = min(round_seconds * 2, WATCH_ROUND_MAX)
             last = watch.last or last
@@ -897,149 +501,6 @@ class WorkspaceVolume:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
-
-
-# -- listing and deleting (the CLI's `workspace list/delete`) ---------------------------------------
-
-
-class WorkspaceInfo(BaseModel):
-    """One of this tool's claims, for ``workspace list``."""
-
-    model_config = ConfigDict(defer_build=True)
-
-    name: str
-    namespace: str
-    status: str
-    volume: str | None
-    capacity: str | None
-    access_modes: list[str]
-    storage_class: str | None
-    long_lived: bool
-    static_volume: str | None
-    session: str | None
-    owner: str
-    age_seconds: int | None
-
-    @property
-    def short_access_modes(self) -> str:
-        return ",".join(_SHORT_MODES.get(m, m) for m in self.access_modes)
-
-
-def workspace_selector(*, long_lived: bool = False) -> str:
-    sel = f"{MANAGED_BY_LABEL}={MANAGED_BY}"
-    return sel + (f",{LIFETIME_LABEL}={LONG_LIVED}" if long_lived else "")
-
-
-def created_at(meta: ObjectMeta) -> float | None:
-    """The created-at label (epoch seconds), else the API server's creationTimestamp."""
-    raw = meta.labels.get(CREATED_AT_LABEL)
-    if raw and raw.isdigit():
-        return float(raw)
-    if meta.creation_timestamp:
-        try:
-            return float(calendar.timegm(time.strptime(meta.creation_timestamp, "%Y-%m-%dT%H:%M:%SZ")))
-        except ValueError:
-            return None
-    return None
-
-
-def workspace_info(claim: PersistentVolumeClaim, now: float | None = None) -> WorkspaceInfo:
-    """Pure: a claim as ``workspace list`` shows it."""
-    labels = claim.metadata.labels
-    created = created_at(claim.metadata)
-    now = time.time() if now is None else now
-    return WorkspaceInfo(
-        name=claim.metadata.name,
-        namespace=claim.metadata.namespace,
-        status="Terminating" if claim.metadata.deletion_timestamp else claim.status.phase,
-        volume=claim.spec.volume_name,
-        capacity=claim.status.capacity.get("storage") or claim.requested_storage,
-        access_modes=list(claim.status.access_modes or claim.spec.access_modes),
-        storage_class=claim.spec.storage_class_name,
-        long_lived=labels.get(LIFETIME_LABEL) == LONG_LIVED,
-        static_volume=claim.metadata.annotations.get(VOLUME_ANNOTATION),
-        session=labels.get(SESSION_LABEL),
-        owner=f"{labels.get(OWNER_HOST_LABEL, '?')}:{labels.get(OWNER_PID_LABEL, '?')}",
-        age_seconds=None if created is None else round(now - created),
-    )
-
-
-def list_claims(
-    kubectl: Kubectl, selector: str, *, all_namespaces: bool = False
-) -> list[PersistentVolumeClaim]:
-    args = ["get", "pvc", "-l", selector]
-    if all_namespaces:
-        args.append("--all-namespaces")
-    items = kubectl.json(args).get("items") or []
-    return [PersistentVolumeClaim.model_validate(i) for i in items]
-
-
-def list_workspaces(
-    kubectl: Kubectl, *, all_namespaces: bool = False, long_lived: bool = False
-) -> list[WorkspaceInfo]:
-    """This tool's claims (in kubectl's namespace, or all)."""
-    claims = list_claims(kubectl, workspace_selector(long_lived=long_lived), all_namespaces=all_namespaces)
-    now = time.time()
-    return sorted((workspace_info(c, now) for c in claims), key=lambda i: (i.namespace, i.name))
-
-
-def delete_claims(kubectl: Kubectl, claims: Sequence[PersistentVolumeClaim], *, wait: bool = False) -> None:
-    """Delete these claims (ours: the caller checked) and the static volumes we made for them."""
-    by_namespace: dict[str, list[PersistentVolumeClaim]] = {}
-    for claim in claims:
-        by_namespace.setdefault(claim.metadata.namespace, []).append(claim)
-    for namespace, group in sorted(by_namespace.items()):
-        names = [c.metadata.name for c in group]
-        args = ["delete", "pvc", *names, "--ignore-not-found", f"--wait={'true' if wait else 'false'}"]
-        if namespace:
-            args.append(f"--namespace={namespace}")
-        kubectl.run(args)
-        static = [c.metadata.name for c in group if VOLUME_ANNOTATION in c.metadata.annotations]
-        if static and namespace:
-            selector = (
-                f"{MANAGED_BY_LABEL}={MANAGED_BY},{CLAIM_NAMESPACE_LABEL}={namespace},"
-                f"{CLAIM_LABEL} in ({','.join(static)})"
-            )
-            try:
-                kubectl.run(["delete", "pv", "-l", selector, "--ignore-not-found", "--wait=false"])
-            except ForbiddenError as exc:
-                logger.warning(
-                    "could not delete the static volumes of %s: %s", ", ".join(static), exc.message
-                )
-
-
-def delete_workspace(kubectl: Kubectl, name: str, *, wait: bool = False) -> bool:
-    """Delete one of this tool's workspaces by claim name; False if there is no such claim.
-    A claim this tool did not make is refused."""
-    claim = get_claim(kubectl, validate_dns_label(name, "claim name"))
-    if claim is None:
-        return False
-    if claim.metadata.labels.get(MANAGED_BY_LABEL) != MANAGED_BY:
-        raise InvalidInputError(
-            f"PersistentVolumeClaim {name} was not made by kubectl-executor; not deleting it"
-        )
-    delete_claims(kubectl, [claim], wait=wait)
-    return True
-
-
-def _judged_as_pod(claim: PersistentVolumeClaim) -> Pod:
-    """What gc's decision reads of an object: its metadata and phase (Pending/Bound/Lost)."""
-    return Pod(metadata=claim.metadata, status=PodStatus(phase=claim.status.phase))
-
-
-def collect_volume_garbage(
-    kubectl: Kubectl, policy: GcPolicy, *, dry_run: bool = False, all_namespaces: bool = False
-) -> list[GcCandidate]:
-    """gc for workspace claims (``collect_garbage(include_volumes=True)``): the same decision as
-    for pods; a deleted claim takes the static volume we made for it along."""
-    claims = list_claims(kubectl, selector(policy.session, policy.owner_host), all_namespaces=all_namespaces)
-    by_key = {(c.metadata.namespace, c.metadata.name): c for c in claims}
-    found = [replace(c, kind="pvc") for c in plan((_judged_as_pod(c) for c in claims), policy)]
-    if dry_run or not found:
-        return found
-    delete_claims(kubectl, [by_key[(c.namespace, c.name)] for c in found])
-    logger.info("gc deleted %d workspace claim(s): %s", len(found), " ".join(c.name for c in found))
-    return [replace(c, deleted=True) for c in found]
 
 
 # Best-effort backstop: workspaces never stopped are deleted at interpreter exit (after their

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .._cluster.kubectl import Kubectl
 from ..errors import InvalidInputError
 from .protocol import TIMEOUT_NOTE, ExecResult, OutputCallback, RunRequest, pod_file
-from .transfer import pod_relative
+from .tar import pod_relative
 
 if TYPE_CHECKING:
     from ..boundary import ToolCallResult, ToolCommandLineCodeResult

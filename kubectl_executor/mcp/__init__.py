@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - exercised in a subprocess witho
         "the kubectl-executor MCP server needs the MCP Python SDK: pip install 'kubectl-executor[mcp]'"
     ) from exc
 
-from .config import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RUN_TIMEOUT, McpConfig, response_budget
+from ..defaults import MCP_RUN_TIMEOUT as DEFAULT_RUN_TIMEOUT  # the name mcp/ has always exported
+from .config import DEFAULT_MAX_OUTPUT_BYTES, McpConfig, response_budget
 from .models import CallResult, DownloadResult, FileEntry, ListResult, ResetResult, RunResult, UploadResult
 from .server import KubectlExecutorMcp, session_key
 from .sessions import SessionRegistry, Workspace

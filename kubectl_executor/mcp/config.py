@@ -19,11 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..defaults import MCP_RUN_TIMEOUT as DEFAULT_RUN_TIMEOUT  # defined once, shown by `mcp --help`
 from ..errors import InvalidInputError
 
-DEFAULT_RUN_TIMEOUT = 45
-"""Seconds a run may take unless the call says otherwise: below the TypeScript SDK's 60 s default
-request timeout, so that the client gets exit code 124 rather than timing out itself."""
 DEFAULT_MAX_OUTPUT_BYTES = 64 * 1024
 DEFAULT_MAX_FILE_BYTES = 64 * 1024 * 1024
 DEFAULT_PROGRESS_INTERVAL = 5.0

@@ -21,7 +21,7 @@ import pydantic_core
 from mcp.types import BlobResourceContents, EmbeddedResource, TextContent
 
 from .._exec.protocol import LOG_DIR
-from .._exec.transfer import TransferLimits, pod_relative
+from .._exec.tar import TransferLimits, pod_relative
 from ..errors import RemoteNotFoundError, TransferError
 from ..executor import SCRATCH_STEM, BlockResult
 from .models import (

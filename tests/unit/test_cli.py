@@ -22,6 +22,12 @@ from kubectl_executor import cli
 from kubectl_executor._cluster.labels import LIFETIME_LABEL, LONG_LIVED, MANAGED_BY, MANAGED_BY_LABEL
 from kubectl_executor._cluster.manifest import ownership_labels
 from kubectl_executor._cluster.runner import Completed
+from kubectl_executor._exec.dispatcher import TOOL_RUNNER_FILE
+from kubectl_executor.cli import base as cli_base
+from kubectl_executor.cli import doctor as cli_doctor
+from kubectl_executor.cli import pods as cli_pods
+from kubectl_executor.errors import TransferError
+from kubectl_executor.executor import KubernetesCommandLineCodeExecutor
 from kubectl_executor.settings import ENV_PREFIX
 
 
@@ -43,8 +49,8 @@ def wired(
 ) -> FakeRunner:
     """Every kubectl the CLI starts goes to the fake runner; the fake binary is found via the env
     (set through monkeypatch, so that it does not leak into later tests)."""
-    mocker.patch.object(cli, "_runner", return_value=fake_runner)
-    mocker.patch.object(cli, "_stderr_is_tty", return_value=False)
+    mocker.patch.object(cli_base, "kubectl_runner", return_value=fake_runner)
+    mocker.patch.object(cli_base, "stderr_is_tty", return_value=False)
     monkeypatch.setenv(ENV_PREFIX + "KUBECTL", fake_kubectl)
     return fake_runner
 
@@ -76,6 +82,34 @@ def test_help_documents_exit_codes_and_env_vars() -> None:
         assert text in top.output
     run_help = invoke("run", "--help").output
     assert "KUBECTL_EXECUTOR_TIMEOUT" in run_help and "--print-manifest" in run_help and "125" in run_help
+
+
+def test_help_shows_each_commands_own_timeout_default() -> None:
+    """``mcp`` applies its own run timeout (below the MCP clients' request timeouts); its help says so."""
+    from kubectl_executor.defaults import MCP_RUN_TIMEOUT, RUN_TIMEOUT
+
+    assert MCP_RUN_TIMEOUT != RUN_TIMEOUT
+    assert f"[default: {RUN_TIMEOUT}]" in invoke("exec", "--help").output
+    mcp_help = invoke("mcp", "--help").output
+    assert f"[default: {MCP_RUN_TIMEOUT}]" in mcp_help and f"[default: {RUN_TIMEOUT}]" not in mcp_help
+
+
+def test_help_names_the_variable_of_every_option_that_reads_one() -> None:
+    """The top help's claim: an option reads the environment exactly when its help shows [env var:]."""
+    import click
+
+    def commands(group: click.Group, prefix: str = "") -> list[tuple[str, click.Command]]:
+        found = []
+        for name, sub in group.commands.items():
+            found.append((prefix + name, sub))
+            if isinstance(sub, click.Group):
+                found += commands(sub, prefix + name + " ")
+        return found
+
+    for name, command in commands(cli.cli):
+        for param in command.params:
+            if isinstance(param, click.Option) and param.envvar:
+                assert param.show_envvar, f"{name} {param.opts[0]} reads {param.envvar} without saying so"
 
 
 def test_usage_errors_exit_2() -> None:
@@ -245,7 +279,7 @@ def test_timeout_exits_124_with_a_note(wired: FakeRunner) -> None:
 
 def test_ctrl_c_exits_130_and_deletes_the_pod(wired: FakeRunner, mocker: MockerFixture) -> None:
     mocker.patch.object(
-        cli.KubernetesCommandLineCodeExecutor, "execute_code_blocks", side_effect=KeyboardInterrupt
+        KubernetesCommandLineCodeExecutor, "execute_code_blocks", side_effect=KeyboardInterrupt
     )
     result = invoke("exec", "-c", "x")
     assert result.exit_code == 130
@@ -271,7 +305,7 @@ def test_unknown_language_exits_1_with_the_message_on_stderr(wired: FakeRunner) 
 def test_progress_only_on_a_terminal_and_not_when_quiet(wired: FakeRunner, mocker: MockerFixture) -> None:
     wired.default_exec = reply_with(b"", 0)
     assert "starting pod" not in invoke("exec", "-c", "x").stderr
-    mocker.patch.object(cli, "_stderr_is_tty", return_value=True)
+    mocker.patch.object(cli_base, "stderr_is_tty", return_value=True)
     assert "starting pod kx-" in invoke("exec", "-c", "x").stderr
     assert "starting pod" not in invoke("exec", "-c", "x", "-q").stderr
     assert "starting pod" not in invoke("exec", "-c", "x", "-o", "json").stderr
@@ -387,7 +421,7 @@ def test_gc_deletes_orphans_and_dry_run_only_reports(wired: FakeRunner) -> None:
 
 
 def test_gc_passes_filters(wired: FakeRunner, mocker: MockerFixture) -> None:
-    collect = mocker.patch.object(cli, "collect_garbage", return_value=[])
+    collect = mocker.patch.object(cli_pods, "collect_garbage", return_value=[])
     args = ["gc", "--older-than", "2h", "--session", "abc", "--owner-host", "h", "--include-live-owners"]
     assert invoke(*args, "--include-long-lived", "-A").exit_code == 0
     kwargs = collect.call_args.kwargs
@@ -557,7 +591,7 @@ def test_role_yaml_grants_exactly_the_verbs_the_library_uses() -> None:
         ("pods/exec",): {"create", "get"},
     }
     assert role["metadata"]["namespace"] == "ns1" and binding["roleRef"]["name"] == role["metadata"]["name"]
-    needed = {(v, r + ("/" + s if s else "")) for v, r, s, _ in cli.REQUIRED_ACCESS}
+    needed = {(v, r + ("/" + s if s else "")) for v, r, s, _ in cli_doctor.REQUIRED_ACCESS}
     granted = {(v, res) for (res,), verbs in rules.items() for v in verbs}
     assert needed == granted
 
@@ -597,7 +631,7 @@ def test_cp_upload_places_a_file(
     local = tmp_path / "data.csv"
     local.write_bytes(b"a,b\n")
     mocks = {
-        name: mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, name, return_value=["/workspace/x"])
+        name: mocker.patch.object(KubernetesCommandLineCodeExecutor, name, return_value=["/workspace/x"])
         for name in ("upload_from_disk", "upload_file_content")
     }
     mocks["upload_file_content"].return_value = "/workspace/in/renamed.csv"
@@ -616,7 +650,7 @@ def test_cp_upload_places_a_file(
 def test_cp_upload_of_a_directory_keeps_its_content_under_the_remote_path(
     box: FakeRunner, mocker: MockerFixture, tmp_path: Path
 ) -> None:
-    upload = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "upload_from_disk", return_value=[])
+    upload = mocker.patch.object(KubernetesCommandLineCodeExecutor, "upload_from_disk", return_value=[])
     assert invoke("cp", str(tmp_path), "box:pkg/").exit_code == 0
     assert upload.call_args.args == (tmp_path,) and upload.call_args.kwargs == {"remote_prefix": "pkg"}
 
@@ -631,7 +665,7 @@ def test_cp_download_a_file_into_an_existing_directory(
     box: FakeRunner, mocker: MockerFixture, tmp_path: Path
 ) -> None:
     download = mocker.patch.object(
-        cli.KubernetesCommandLineCodeExecutor, "download_file", return_value=tmp_path / "report.txt"
+        KubernetesCommandLineCodeExecutor, "download_file", return_value=tmp_path / "report.txt"
     )
     result = invoke("cp", "box:out/report.txt", str(tmp_path))
     assert result.exit_code == 0 and result.stdout == f"{tmp_path / 'report.txt'}\n"
@@ -642,11 +676,11 @@ def test_cp_download_falls_back_to_a_directory(
     box: FakeRunner, mocker: MockerFixture, tmp_path: Path
 ) -> None:
     mocker.patch.object(
-        cli.KubernetesCommandLineCodeExecutor,
+        KubernetesCommandLineCodeExecutor,
         "download_file",
-        side_effect=cli.TransferError("download of 'out' from pod box failed: out is not a regular file"),
+        side_effect=TransferError("download of 'out' from pod box failed: out is not a regular file"),
     )
-    download_dir = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "download_dir", return_value=[])
+    download_dir = mocker.patch.object(KubernetesCommandLineCodeExecutor, "download_dir", return_value=[])
     (tmp_path / "existing").write_text("x")
     assert invoke("cp", "box:out", str(tmp_path)).exit_code == 0
     assert download_dir.call_args.args == ("out", tmp_path / "out")  # a non-empty dir receives it by name
@@ -654,11 +688,11 @@ def test_cp_download_falls_back_to_a_directory(
 
 def test_cp_download_errors_are_tool_errors(box: FakeRunner, mocker: MockerFixture, tmp_path: Path) -> None:
     mocker.patch.object(
-        cli.KubernetesCommandLineCodeExecutor,
+        KubernetesCommandLineCodeExecutor,
         "download_file",
-        side_effect=cli.TransferError("checksums differ between client and pod"),
+        side_effect=TransferError("checksums differ between client and pod"),
     )
-    download_dir = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "download_dir")
+    download_dir = mocker.patch.object(KubernetesCommandLineCodeExecutor, "download_dir")
     result = invoke("cp", "box:f.txt", str(tmp_path / "f.txt"))
     assert result.exit_code == 125 and "checksums differ" in result.stderr
     download_dir.assert_not_called()
@@ -673,10 +707,10 @@ def test_call_uploads_installs_the_runner_and_calls(
     module.write_text("def add(a, b):\n    return a + b\n")
     package = tmp_path / "helpers"
     package.mkdir()
-    upload = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "upload_from_disk", return_value=[])
-    install = mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
+    upload = mocker.patch.object(KubernetesCommandLineCodeExecutor, "upload_from_disk", return_value=[])
+    install = mocker.patch.object(KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
     call = mocker.patch.object(
-        cli.KubernetesCommandLineCodeExecutor,
+        KubernetesCommandLineCodeExecutor,
         "execute_tool_function",
         return_value=CommandLineCodeResult(exit_code=0, output="3\n", stdout="3\n"),
     )
@@ -694,19 +728,19 @@ def test_call_uploads_installs_the_runner_and_calls(
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["stdout"] == "3\n"
     assert [c.kwargs["remote_prefix"] for c in upload.call_args_list] == ["", "helpers"]
-    assert install.call_args.kwargs == {"default_module": "tools", "runner_filename": cli.TOOL_RUNNER_FILE}
+    assert install.call_args.kwargs == {"default_module": "tools", "runner_filename": TOOL_RUNNER_FILE}
     assert call.call_args.args == ({"a": 1, "b": 2}, "add")
     assert call.call_args.kwargs["module"] == "tools"
-    assert call.call_args.kwargs["runner_script"] == cli.TOOL_RUNNER_FILE
+    assert call.call_args.kwargs["runner_script"] == TOOL_RUNNER_FILE
     assert wired.pods == {}  # the pod of the call is gone
 
 
 def test_call_exit_code_is_the_functions(wired: FakeRunner, mocker: MockerFixture) -> None:
     from kubectl_executor.boundary import CommandLineCodeResult
 
-    mocker.patch.object(cli.KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
+    mocker.patch.object(KubernetesCommandLineCodeExecutor, "install_pod_dispatcher")
     mocker.patch.object(
-        cli.KubernetesCommandLineCodeExecutor,
+        KubernetesCommandLineCodeExecutor,
         "execute_tool_function",
         return_value=CommandLineCodeResult(
             exit_code=1, output="TypeError: boom\n", stderr="TypeError: boom\n"

@@ -25,6 +25,7 @@ from kubectl_executor._cluster.labels import (
     VOLUME_ANNOTATION,
 )
 from kubectl_executor._cluster.manifest import ownership_labels
+from kubectl_executor.cli import base as cli_base
 from kubectl_executor.settings import ENV_PREFIX
 
 MINE = {**ownership_labels("s1", 1_700_000_000, 4242, host="h"), LIFETIME_LABEL: LONG_LIVED}
@@ -47,8 +48,8 @@ def wired(
     mocker: MockerFixture, fake_runner: FakeRunner, fake_kubectl: str, monkeypatch: pytest.MonkeyPatch
 ) -> FakeRunner:
     """Every kubectl the CLI starts goes to the fake runner; the fake binary is found via the env."""
-    mocker.patch.object(cli, "_runner", return_value=fake_runner)
-    mocker.patch.object(cli, "_stderr_is_tty", return_value=False)
+    mocker.patch.object(cli_base, "kubectl_runner", return_value=fake_runner)
+    mocker.patch.object(cli_base, "stderr_is_tty", return_value=False)
     monkeypatch.setenv(ENV_PREFIX + "KUBECTL", fake_kubectl)
     return fake_runner
 

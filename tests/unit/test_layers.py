@@ -4,11 +4,12 @@ Every ``import`` counts, wherever it is: at module level, inside a function (a f
 that only hides a cycle is still a cycle) and under ``TYPE_CHECKING``. The layers, top to bottom:
 
     __init__ (the public API)
-    integrations: cli, mcp/, autogen, __main__
+    integrations: cli/, mcp/, autogen/, frameworks/, __main__
     facades:      executor, pool, workspace, gc, settings
-    _exec/:       protocol, languages, results, transfer, dispatcher, session (+ _pod/, package data)
-    _cluster/:    runner, kubectl, retry, models, manifest, netpol, pod, gc
-    base:         errors, boundary, _version
+    _exec/:       protocol, languages, results, tar, transfer, dispatcher, session (+ _pod/, package data)
+    _cluster/:    runner, kubectl, retry, labels, models, manifest, netpol, pod, claim_manifest,
+                  claim_models, claim, gc
+    base:         errors, boundary, defaults, _version
 
 A module may import its own layer or any layer below it, never one above.
 """
@@ -24,7 +25,7 @@ PKG = "kubectl_executor"
 ROOT = Path(kubectl_executor.__file__).parent
 
 LAYERS: list[tuple[str, set[str]]] = [
-    ("base", {"errors", "boundary", "_version"}),
+    ("base", {"errors", "boundary", "defaults", "_version"}),
     ("cluster", {"_cluster"}),
     ("exec", {"_exec"}),
     ("facades", {"executor", "pool", "workspace", "gc", "settings"}),
@@ -144,3 +145,14 @@ def test_imports_only_go_down_the_layers() -> None:
         if layer_of(target) > layer_of(name)
     )
     assert upward == []
+
+
+def test_a_long_module_says_why_at_its_top() -> None:
+    """The issue's bound: a module over ~600 lines states the reason in its docstring."""
+    unexplained = sorted(
+        name
+        for name, path in modules().items()
+        if len(path.read_text().splitlines()) > 650
+        and "600 lines" not in (ast.get_docstring(ast.parse(path.read_text())) or "")
+    )
+    assert unexplained == []

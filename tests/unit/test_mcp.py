@@ -32,8 +32,9 @@ from mcp.types import EmbeddedResource, TextContent
 
 from kubectl_executor import cli as cli_module
 from kubectl_executor._exec.languages import code_filename, filename_hint, resolve_language
-from kubectl_executor._exec.transfer import TransferLimits, pod_relative
+from kubectl_executor._exec.tar import TransferLimits, pod_relative
 from kubectl_executor.boundary import ToolCallResult, ToolCommandLineCodeResult, ToolError
+from kubectl_executor.cli import mcp as cli_mcp
 from kubectl_executor.errors import (
     InvalidInputError,
     NotFoundError,
@@ -1122,7 +1123,7 @@ def test_cli_mcp_builds_the_server_from_flags_and_env(
         seen["config"] = self.config
 
     monkeypatch.setattr(KubectlExecutorMcp, "serve_stdio", fake_serve)
-    monkeypatch.setattr(cli_module, "_close_on_sigterm", lambda close: seen.setdefault("sigterm", close))
+    monkeypatch.setattr(cli_mcp, "_close_on_sigterm", lambda close: seen.setdefault("sigterm", close))
     env = {"KUBECTL_EXECUTOR_NAMESPACE": "sandbox", "KUBECTL_EXECUTOR_MCP_POOL_SIZE": "2", "KUBECONFIG": "/k"}
     result = CliRunner().invoke(
         cli_module.cli,
@@ -1157,7 +1158,7 @@ def test_cli_mcp_warns_at_start_up_when_no_cluster_is_configured(
     monkeypatch: pytest.MonkeyPatch, fake_kubectl: str, tmp_path: Path
 ) -> None:
     monkeypatch.setattr(KubectlExecutorMcp, "serve_stdio", lambda self: None)
-    monkeypatch.setattr(cli_module, "_close_on_sigterm", lambda close: None)
+    monkeypatch.setattr(cli_mcp, "_close_on_sigterm", lambda close: None)
     for name in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST", "KUBECTL_EXECUTOR_KUBECONFIG"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))

@@ -1,4 +1,4 @@
-"""transfer.py: path confinement, the upload stream and its in-pod script, safe extraction of hostile tar.
+"""tar.py and transfer.py: path confinement, the upload stream and its in-pod script, safe extraction of hostile tar.
 
 The in-pod scripts run with the host's /bin/sh (a local process, never kubectl); the executor methods
 run on the fake kubectl runner.
@@ -21,9 +21,10 @@ import pytest
 from kx_fakes import ExecReply, FakeProcess, FakeRunner
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
+from kubectl_executor._exec import tar as tar_module
 from kubectl_executor._exec import transfer as T
 from kubectl_executor._exec.protocol import LOG_DIR
-from kubectl_executor._exec.transfer import (
+from kubectl_executor._exec.tar import (
     DEFAULT_EXCLUDES,
     HashingReader,
     TransferLimits,
@@ -207,7 +208,7 @@ def tampered_sums(stream: bytes, rel: str) -> bytes:
     ):
         for member in src.getmembers():
             data = src.extractfile(member).read()  # type: ignore[union-attr]
-            if member.name == T.SUM_LIST:
+            if member.name == tar_module.SUM_LIST:
                 data = re.sub(
                     rb"[0-9a-f]{64} " + re.escape(rel.encode()), b"0" * 64 + b" " + rel.encode(), data
                 )
@@ -293,7 +294,7 @@ def test_download_script_sends_tar_and_its_checksum(
     path = bin_without(tmp_path, *missing) if missing else None
     done = run_script(T.DOWNLOAD_SCRIPT, f"KXD1 abc dir\n{src.parent}\n{src.name}\n".encode(), path=path)
     assert done.returncode == 0, done.stderr
-    assert T.parse_sent_marker(done.stderr, "abc") == (0, sha(done.stdout))
+    assert tar_module.parse_sent_marker(done.stderr, "abc") == (0, sha(done.stdout))
     reader = HashingReader(io.BytesIO(done.stdout), 10**9)
     got = extract_tar_stream(reader, tmp_path / "out", TransferLimits())
     assert (tmp_path / "out/pkg/sub/data.bin").read_bytes() == ALL_BYTES
@@ -556,7 +557,7 @@ def test_upload_local_read_error_kills_the_stream_and_commits_nothing(
     fake_runner.exec_locally = True
     (work / "pkg").mkdir()
     (work / "pkg/__init__.py").write_text("old")
-    real_read = T._HashingFile.read
+    real_read = tar_module._HashingFile.read
     calls = {"n": 0}
 
     def flaky(self: Any, size: int = -1) -> bytes:
@@ -565,7 +566,7 @@ def test_upload_local_read_error_kills_the_stream_and_commits_nothing(
             raise OSError("disk went away")
         return real_read(self, size)
 
-    mocker.patch.object(T._HashingFile, "read", flaky)
+    mocker.patch.object(tar_module._HashingFile, "read", flaky)
     with pytest.raises(TransferError, match="disk went away"):
         ex.upload_from_disk(src)
     assert fake_runner.spawns[-1].killed

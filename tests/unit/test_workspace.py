@@ -27,6 +27,15 @@ from kubectl_executor import (
     WorkspaceVolume,
 )
 from kubectl_executor import workspace as ws_module
+from kubectl_executor._cluster import claim as claim_io
+from kubectl_executor._cluster import claim_models
+from kubectl_executor._cluster.claim_manifest import (
+    WorkspaceOptions,
+    build_claim_manifest,
+    build_volume_manifest,
+    workspace_labels,
+)
+from kubectl_executor._cluster.claim_models import ClaimEvent, decide_from_events, workspace_info
 from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.labels import (
     CLAIM_LABEL,
@@ -45,15 +54,6 @@ from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.errors import ClaimNotBoundError, claim_not_bound_message
 from kubectl_executor.gc import collect_garbage
-from kubectl_executor.workspace import (
-    ClaimEvent,
-    WorkspaceOptions,
-    build_claim_manifest,
-    build_volume_manifest,
-    decide_from_events,
-    workspace_info,
-    workspace_labels,
-)
 
 NS = "team"
 LABELS = ownership_labels("sess1", 1_700_000_000, 4242, host="build-host")
@@ -686,7 +686,7 @@ def test_token_mode_never_puts_the_token_on_argv(
 
 def test_workspace_info_for_the_list() -> None:
     labels = {**LABELS, LIFETIME_LABEL: LONG_LIVED}
-    claim = ws_module.PersistentVolumeClaim.model_validate(
+    claim = claim_models.PersistentVolumeClaim.model_validate(
         claim_json(
             "ws1", phase="Bound", volume="pv-1", labels=labels, annotations={VOLUME_ANNOTATION: "pv-1"}
         )
@@ -714,9 +714,9 @@ def test_delete_workspace_refuses_claims_it_did_not_make(
 ) -> None:
     storage.claims["theirs"] = claim_json("theirs")
     with pytest.raises(InvalidInputError, match="not made by kubectl-executor"):
-        ws_module.delete_workspace(make_kubectl(), "theirs")
+        claim_io.delete_workspace(make_kubectl(), "theirs")
     assert verbs(fake_runner, "delete") == []
-    assert ws_module.delete_workspace(make_kubectl(), "missing") is False
+    assert claim_io.delete_workspace(make_kubectl(), "missing") is False
 
 
 def test_deleting_a_static_workspace_takes_only_its_own_volume(
@@ -727,7 +727,7 @@ def test_deleting_a_static_workspace_takes_only_its_own_volume(
     storage.volumes["pv-1"] = {**volume_json("pv-1", "ws1"), "metadata": {"name": "pv-1", "labels": mine}}
     other = {**LABELS, CLAIM_LABEL: "ws2", CLAIM_NAMESPACE_LABEL: NS}
     storage.volumes["pv-2"] = {**volume_json("pv-2", "ws2"), "metadata": {"name": "pv-2", "labels": other}}
-    assert ws_module.delete_workspace(make_kubectl(), "ws1") is True
+    assert claim_io.delete_workspace(make_kubectl(), "ws1") is True
     assert "ws1" not in storage.claims and list(storage.volumes) == ["pv-2"]
     selector = verbs(fake_runner, "delete", "pv")[0][3]
     assert selector == (

@@ -1,0 +1,65 @@
+"""The serialisable configurations (``dump_component``) of both executors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..boundary import Resources
+
+
+class KubectlCodeExecutorConfig(BaseModel):
+    """The serialisable configuration (``dump_component``). No secrets: the bearer token of
+    ``remote_control_plane`` mode is read from ``KUBE_TOKEN`` when the executor starts. Functions
+    are not serialised (as for autogen-ext's executors)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image: str = "python:3-slim"
+    pod_name: str | None = None
+    namespace: str | None = None
+    timeout: int = Field(60, ge=1)
+    work_dir: str | None = None
+    pod_work_dir: str = "/workspace"
+    mirror: bool = True
+    functions_module: str = "functions"
+    delete_tmp_files: bool = False
+    init_command: str | None = None
+    auto_remove: bool = True
+    execution_policies: dict[str, bool] | None = None
+    env_vars: dict[str, str] = Field(default_factory=dict)
+    kubectl: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    remote_control_plane: str | None = None
+    certificate_authority: str | None = None
+    insecure_skip_tls_verify: bool = False
+    startup_timeout: float = Field(300.0, gt=0)
+    max_output_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    attach: bool = False
+    hardened: bool = True
+    run_as_user: int = 1000
+    read_only_root_filesystem: bool = False
+    runtime_class_name: str | None = None
+    active_deadline_seconds: int | None = 6 * 3600
+    labels: dict[str, str] = Field(default_factory=dict)
+    resources: Resources | None = None
+    pod_overrides: dict[str, Any] = Field(default_factory=dict)
+
+
+class PodCommandLineCodeExecutorConfig(BaseModel):
+    """The seed's configuration fields (``autogen_kubernetes.code_executors``)."""
+
+    image: str = "python:3-slim"
+    pod_name: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    timeout: int = 60
+    workspace_path: str = "/workspace"
+    namespace: str = "default"
+    volume: dict[str, Any] | None = None
+    pod_spec: dict[str, Any] | None = None
+    kube_config_file: str | None = None
+    auto_remove: bool = True
+    functions_module: str = "functions"
