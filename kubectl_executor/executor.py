@@ -19,7 +19,7 @@ import shlex
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
@@ -72,6 +72,7 @@ from .defaults import RUN_TIMEOUT
 from .errors import (
     ExecNotStartedError,
     InvalidInputError,
+    KubectlError,
     KubectlExecutorError,
     NotFoundError,
     OutcomeUnknownError,
@@ -86,6 +87,13 @@ if TYPE_CHECKING:
     from .pool import WarmPool
 
 logger = logging.getLogger(__name__)
+
+# kubectl's words (it checks the phase before it execs) for a pod whose main process has exited.
+COMPLETED_POD = "cannot exec into a container in a completed pod"
+POD_REPLACED_NOTE = (
+    "\n[kubectl-executor] The pod's main process had exited (the pod was no longer running): this "
+    "block ran in a fresh pod; files, variables and sessions from earlier blocks are lost.\n"
+)
 
 # After the seed's "Unsupported language <lang>": what is supported.
 UNSUPPORTED_DETAIL = (
@@ -645,6 +653,21 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
     ) -> ExecResult:
         """Run a request in the pod (the session's channel, or one exec), cancellable."""
         self._ensure_pod()
+        try:
+            return self._execute_in_pod(request, callback, stateless)
+        except KubectlError as exc:
+            # kubectl refused the exec (it provably did not start): the pod's main process has
+            # exited, e.g. killed, and with restartPolicy Never the pod stays Failed for ever.
+            if self._keep_pod or COMPLETED_POD not in exc.stderr:
+                raise
+            logger.warning("pod %s has terminated (%s); replacing it", self._pod_name, COMPLETED_POD)
+        self.restart()
+        result = self._execute_in_pod(request, callback, stateless)
+        return replace(result, stderr=result.stderr + POD_REPLACED_NOTE.encode(), state_lost=True)
+
+    def _execute_in_pod(
+        self, request: RunRequest, callback: OutputCallback | None, stateless: bool
+    ) -> ExecResult:
         with self._cancel_lock:
             self._running = request.nonce
         try:

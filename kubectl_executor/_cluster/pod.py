@@ -54,10 +54,39 @@ FATAL_WAITING = {
 }
 
 
+SHELLS = ("/bin/sh", "sh", "/bin/bash", "bash")
+
+# runc's words when the container's command does not exist in the image (Docker and CRI-O say the same).
+_NO_EXECUTABLE = re.compile(
+    r'exec: "([^"]+)": (?:stat \S+: no such file or directory|executable file not found)'
+)
+
+
+def _exited(name: str, terminated: dict[str, Any]) -> tuple[str, str]:
+    """What a terminated container says: the runtime's message too (a StartError names its cause)."""
+    code = terminated.get("exitCode")
+    reason = terminated.get("reason") or "Terminated"
+    message = f"container {name} exited ({reason}, exit code {code})"
+    detail = str(terminated.get("message") or "").strip()
+    missing = _NO_EXECUTABLE.search(detail)
+    if missing and missing.group(1) in SHELLS:
+        return (
+            "NoShell",
+            f"{message}: the image has no {missing.group(1)}; the executor's pod runs its idle "
+            "command and every block through a POSIX sh, so use an image with one (distroless "
+            f"images have none): {detail}",
+        )
+    return ("ContainerExited", f"{message}: {detail}" if detail else message)
+
+
 def start_failure(pod: Pod) -> tuple[str, str] | None:
     """(reason, message) if this pod will never become ready, else None."""
     status = pod.status
     if status.phase in ("Failed", "Succeeded"):
+        if not status.message:  # the kubelet's reason is then on the container, not the pod
+            for cs in status.container_statuses:
+                if cs.state.terminated:
+                    return _exited(cs.name, cs.state.terminated)
         return (status.reason or status.phase, status.message or f"pod phase is {status.phase}")
     scheduled = pod.condition("PodScheduled")
     if scheduled and scheduled.status == "False" and scheduled.reason == "Unschedulable":
@@ -66,11 +95,8 @@ def start_failure(pod: Pod) -> tuple[str, str] | None:
         waiting = cs.state.waiting
         if waiting and waiting.get("reason") in FATAL_WAITING:
             return (str(waiting["reason"]), str(waiting.get("message") or ""))
-        terminated = cs.state.terminated
-        if terminated:
-            code = terminated.get("exitCode")
-            reason = terminated.get("reason") or "Terminated"
-            return ("ContainerExited", f"container {cs.name} exited ({reason}, exit code {code})")
+        if cs.state.terminated:
+            return _exited(cs.name, cs.state.terminated)
     if pod.metadata.deletion_timestamp:
         return ("Terminating", "pod is being deleted")
     return None

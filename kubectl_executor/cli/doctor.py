@@ -41,6 +41,14 @@ REQUIRED_ACCESS: list[tuple[str, str, str, str]] = [
     ("get", "pods", "exec", "run code (exec over WebSocket, kubectl 1.30+ on older servers)"),
 ]
 
+# Grants the README's Role has that not every cluster needs: a missing one is a warning, not a failure.
+OPTIONAL_ACCESS = {
+    "get pods/exec": (
+        "API servers from 1.35 on authorize an exec over WebSocket as create pods/exec (measured: "
+        "every feature works without it there); older ones need it for exec over WebSocket"
+    ),
+}
+
 SUPPORTED_KUBECTL = ((1, 30), (1, 37))
 
 
@@ -212,6 +220,8 @@ class Doctor:
             answer = done.stdout.decode(errors="replace").strip().lower()
             if answer.startswith("yes"):
                 self.add(f"can-i {what}", "ok", why)
+            elif answer.startswith("no") and what in OPTIONAL_ACCESS:
+                self.add(f"can-i {what}", "warn", f"not allowed; {OPTIONAL_ACCESS[what]}")
             elif answer.startswith("no"):
                 self.add(f"can-i {what}", "fail", f"not allowed; needed to {why}")
                 self.missing_access.append(what)

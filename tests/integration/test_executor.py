@@ -301,6 +301,22 @@ def test_pods_that_cannot_start_fail_fast_and_leave_nothing(
     assert cluster.pods() == []
 
 
+DISTROLESS = "gcr.io/distroless/python3-debian12:latest"  # fixtures/cluster imports it; no /bin/sh
+
+
+def test_an_image_without_a_shell_fails_fast_and_says_why(cluster: Cluster) -> None:
+    # The pod's idle command is sh, so runc cannot start it: the kubelet's StartError, with the
+    # runtime's own words, becomes a reason users can act on, instead of a bare "exit code 128".
+    with pytest.raises(PodStartError) as info:
+        KubernetesCommandLineCodeExecutor(
+            **{**cluster.executor_kwargs(), "image": DISTROLESS}, startup_timeout=120
+        )
+    assert info.value.reason == "NoShell", info.value
+    assert "the image has no /bin/sh" in info.value.message and "distroless" in info.value.message
+    assert 'exec: "/bin/sh"' in info.value.message  # what runc said
+    cluster.wait_gone("pod", info.value.pod, timeout=60)
+
+
 def test_bad_input_is_refused_before_touching_the_cluster(cluster: Cluster) -> None:
     kwargs = cluster.executor_kwargs()
     with pytest.raises(InvalidInputError):

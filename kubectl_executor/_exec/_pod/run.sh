@@ -98,8 +98,11 @@ rc=$(cat "$rcf" 2>/dev/null || echo 255)
 timed_out=0
 if kill -0 "$watchdog" 2>/dev/null; then
   kill "$watchdog" 2>/dev/null
-elif [ "$rc" = 124 ] || [ "$rc" = 137 ]; then
+elif [ "$rc" = 124 ] || [ "$rc" = 137 ] || [ "$rc" = 143 ]; then
+  # GNU timeout exits 124; busybox's passes on the TERMed program's 143 (the emulator's busybox
+  # profile had GNU's, a real busybox image does not): both are the deadline's 124.
   timed_out=1
+  [ "$rc" = 143 ] && rc=124
 fi
 if [ -s "$res" ]; then
   printf '\n__KX_FRAME_%s__ %s\n' "$nonce" "$(($(wc -c <"$res")))"
