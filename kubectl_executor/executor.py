@@ -79,7 +79,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._cluster.models import Pod
     from ._exec.session import Session
-    from .boundary import CommandLineCodeResult, Resources
+    from .boundary import ClusterAccess, CommandLineCodeResult, Resources
     from .pool import WarmPool
 
 logger = logging.getLogger(__name__)
@@ -162,6 +162,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         session: bool = False,
         stateful: bool = False,
         pool: WarmPool | None = None,
+        access: ClusterAccess | None = None,
     ) -> None:
         if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 1:
             raise InvalidInputError(
@@ -174,6 +175,20 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         work = PurePosixPath(str(work_dir))
         if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
             raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
+        from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
+
+        access = ClusterAccess.of(
+            access,
+            kubectl=kubectl,
+            kubeconfig=kubeconfig,
+            context=context,
+            namespace=namespace,
+            remote_control_plane=remote_control_plane,
+            kube_token=kube_token,
+            certificate_authority=certificate_authority,
+            insecure_skip_tls_verify=insecure_skip_tls_verify,
+        )
+        namespace = access.namespace
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
         if pod_name is not None:
@@ -202,8 +217,6 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._bashrc_env: dict[str, str] = {}  # from add_env_vars_to_bashrc: kept across restart()
         self._created = False  # True while a pod that WE created exists
         self._pod: Pod | None = None
-        from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
-
         self._pod_options = PodOptions(
             name=self._pod_name,
             image=image,
@@ -221,20 +234,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             active_deadline_seconds=active_deadline_seconds,
             pod_overrides=pod_overrides or {},
         )
-        self._kubectl = Kubectl(
-            ClusterAccess(
-                kubectl=kubectl,
-                kubeconfig=kubeconfig,
-                context=context,
-                namespace=namespace,
-                remote_control_plane=remote_control_plane,
-                kube_token=kube_token,
-                certificate_authority=certificate_authority,
-                insecure_skip_tls_verify=insecure_skip_tls_verify,
-            ),
-            runner=runner,
-            retry=retry,
-        )
+        self._kubectl = Kubectl(access, runner=runner, retry=retry)
         self._namespace = namespace
         # Default-deny egress NetworkPolicy with the pod (kubectl_executor._cluster.netpol says how to relax it).
         self._network_policy = network_policy

@@ -16,13 +16,16 @@ Library use::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._cluster.manifest import validate_dns_label
 from .defaults import RUN_TIMEOUT
+
+if TYPE_CHECKING:
+    from .boundary import ClusterAccess
 
 ENV_PREFIX = "KUBECTL_EXECUTOR_"
 
@@ -63,6 +66,12 @@ class Settings(BaseSettings):
         if field not in cls.model_fields:
             raise KeyError(field)
         return f"{ENV_PREFIX}{field.upper()}"
+
+    def cluster_access(self) -> ClusterAccess:
+        """The cluster access these settings give (the token, from ``KUBE_TOKEN``, is read later)."""
+        from .boundary import ClusterAccess
+
+        return ClusterAccess.pick(self.model_dump())
 
     def executor_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keywords for ``KubernetesCommandLineCodeExecutor``: only what is set, plus ``overrides``."""

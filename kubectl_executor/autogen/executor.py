@@ -28,7 +28,7 @@ from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
 from .._exec.languages import canonical_language, filename_hint, validate_relative_path
 from .._exec.results import CodeBlock
-from ..boundary import Resources
+from ..boundary import ClusterAccess, Resources
 from ..errors import InvalidInputError, KubectlExecutorError, UnsafePathError
 from ..executor import KubernetesCommandLineCodeExecutor
 from ..settings import load_settings
@@ -267,17 +267,11 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         executor = KubernetesCommandLineCodeExecutor(
             image=c.image,
             pod_name=c.pod_name,
-            namespace=c.namespace,
             timeout=c.timeout,
             work_dir=c.pod_work_dir,
             execution_policies=c.execution_policies,
             env_vars=[{"key": k, "value": v} for k, v in c.env_vars.items()] or None,
-            kubectl=c.kubectl,
-            kubeconfig=c.kubeconfig,
-            context=c.context,
-            remote_control_plane=c.remote_control_plane,
-            certificate_authority=c.certificate_authority,
-            insecure_skip_tls_verify=c.insecure_skip_tls_verify,
+            access=ClusterAccess.pick(c.model_dump()),
             startup_timeout=c.startup_timeout,
             max_output_bytes=c.max_output_bytes,
             attach=c.attach,

@@ -20,7 +20,6 @@ import pydantic
 from .._cluster.kubectl import Kubectl
 from .._cluster.manifest import validate_dns_label
 from .._cluster.runner import Runner
-from ..boundary import ClusterAccess
 from ..defaults import RUN_TIMEOUT
 from ..errors import (
     ForbiddenError,
@@ -350,17 +349,7 @@ def make_executor(
 
 
 def make_kubectl(common: Common) -> Kubectl:
-    s = common.settings
-    access = ClusterAccess(
-        kubectl=s.kubectl,
-        kubeconfig=s.kubeconfig,
-        context=s.context,
-        namespace=s.namespace,
-        remote_control_plane=s.remote_control_plane,
-        certificate_authority=s.certificate_authority,
-        insecure_skip_tls_verify=bool(s.insecure_skip_tls_verify),
-    )
-    return Kubectl(access, runner=kubectl_runner())
+    return Kubectl(common.settings.cluster_access(), runner=kubectl_runner())
 
 
 @contextlib.contextmanager

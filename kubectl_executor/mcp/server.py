@@ -478,19 +478,7 @@ def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
     from ..pool import WarmPool
 
     kw = dict(config.executor_kwargs)
-    kubectl = Kubectl(
-        ClusterAccess(
-            kubectl=kw.get("kubectl"),
-            kubeconfig=kw.get("kubeconfig"),
-            context=kw.get("context"),
-            namespace=kw.get("namespace"),
-            remote_control_plane=kw.get("remote_control_plane"),
-            kube_token=kw.get("kube_token"),
-            certificate_authority=kw.get("certificate_authority"),
-            insecure_skip_tls_verify=bool(kw.get("insecure_skip_tls_verify")),
-        ),
-        runner=kw.get("runner"),
-    )
+    kubectl = Kubectl(ClusterAccess.pick(kw), runner=kw.get("runner"))
     env = {item["key"]: item["value"] for item in kw.get("env_vars") or []}
     keys = (
         "resources",
