@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, WORK_DIR
 from .errors import InvalidInputError
 
 
@@ -72,15 +73,15 @@ class PodOptions(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
-    image: str = "python:3-slim"
-    work_dir: str = "/workspace"
+    image: str = IMAGE
+    work_dir: str = WORK_DIR
     shared_pvc_name: str | None = None
     node: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     workspace_size_limit: str | None = "2Gi"
-    active_deadline_seconds: int | None = 6 * 3600
+    active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS
     # Restricted Pod Security profile unless hardened=False.
     hardened: bool = True
     run_as_user: int = 1000

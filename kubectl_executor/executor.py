@@ -67,7 +67,7 @@ from ._exec.protocol import (
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
 from ._exec.tar import DEFAULT_EXCLUDES, TransferLimits
 from ._exec.transfer import PodFiles
-from .defaults import RUN_TIMEOUT
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, RUN_TIMEOUT, STARTUP_TIMEOUT, WORK_DIR
 from .errors import (
     ExecNotStartedError,
     InvalidInputError,
@@ -129,11 +129,11 @@ class KubernetesCommandLineCodeExecutor:
 
     def __init__(
         self,
-        image: str = "python:3-slim",
+        image: str = IMAGE,
         pod_name: str | None = None,
         namespace: str | None = None,
         timeout: int = RUN_TIMEOUT,
-        work_dir: Path | str = Path("/workspace"),
+        work_dir: Path | str = Path(WORK_DIR),
         execution_policies: dict[str, bool] | None = None,
         remote_control_plane: str | None = None,
         kube_token: str | None = None,
@@ -147,8 +147,8 @@ class KubernetesCommandLineCodeExecutor:
         context: str | None = None,
         certificate_authority: str | None = None,
         insecure_skip_tls_verify: bool = False,
-        startup_timeout: float = 300.0,
-        max_output_bytes: int = 4 * 1024 * 1024,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
         keep_pod: bool = False,
         start: bool = True,
         attach: bool = False,
@@ -159,7 +159,7 @@ class KubernetesCommandLineCodeExecutor:
         runtime_class_name: str | None = None,
         network_policy: bool = False,
         owner_reference: bool | dict[str, Any] | None = None,
-        active_deadline_seconds: int | None = 6 * 3600,
+        active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         labels: dict[str, str] | None = None,
         pod_overrides: dict[str, Any] | None = None,
         on_output: OutputCallback | None = None,

@@ -50,6 +50,7 @@ from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
 from .boundary import ClusterAccess, PodOptions, Resources
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, STARTUP_TIMEOUT, WORK_DIR
 from .errors import (
     ConflictError,
     InvalidInputError,
@@ -76,14 +77,14 @@ class WarmPool:
     def __init__(
         self,
         size: int = 2,
-        image: str = "python:3-slim",
+        image: str = IMAGE,
         *,
         name: str = "default",
         namespace: str | None = None,
         kubectl: Kubectl | str | None = None,
         kubeconfig: str | None = None,
         context: str | None = None,
-        work_dir: str = "/workspace",
+        work_dir: str = WORK_DIR,
         env: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         resources: Resources | None = None,
@@ -91,9 +92,9 @@ class WarmPool:
         run_as_user: int = 1000,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
-        active_deadline_seconds: int | None = 6 * 3600,
+        active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         pod_overrides: dict[str, Any] | None = None,
-        startup_timeout: float = 300.0,
+        startup_timeout: float = STARTUP_TIMEOUT,
         reuse: bool = False,
         refill_interval: float = 5.0,
         runner: Runner | None = None,

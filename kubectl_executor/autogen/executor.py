@@ -29,6 +29,7 @@ from .._cluster.runner import Runner
 from .._exec.languages import canonical_language, filename_hint, validate_relative_path
 from .._exec.results import CodeBlock
 from ..boundary import ClusterAccess, Resources
+from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
 from ..errors import InvalidInputError, KubectlExecutorError, UnsafePathError
 from ..executor import KubernetesCommandLineCodeExecutor
 from ..settings import load_settings
@@ -100,7 +101,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
 
     def __init__(
         self,
-        image: str = "python:3-slim",
+        image: str = IMAGE,
         pod_name: str | None = None,
         namespace: str | None = None,
         timeout: int = 60,
@@ -113,7 +114,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         delete_tmp_files: bool = False,
         init_command: str | None = None,
         auto_remove: bool = True,
-        pod_work_dir: str = "/workspace",
+        pod_work_dir: str = WORK_DIR,
         mirror: bool = True,
         kubectl: str | None = None,
         kubeconfig: str | None = None,
@@ -121,14 +122,14 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         remote_control_plane: str | None = None,
         certificate_authority: str | None = None,
         insecure_skip_tls_verify: bool = False,
-        startup_timeout: float = 300.0,
-        max_output_bytes: int = 4 * 1024 * 1024,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
         attach: bool = False,
         hardened: bool = True,
         run_as_user: int = 1000,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
-        active_deadline_seconds: int | None = 6 * 3600,
+        active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         labels: dict[str, str] | None = None,
         resources: Resources | None = None,
         pod_overrides: dict[str, Any] | None = None,

@@ -20,7 +20,7 @@ import pydantic
 from .._cluster.kubectl import Kubectl
 from .._cluster.manifest import validate_dns_label
 from .._cluster.runner import Runner
-from ..defaults import RUN_TIMEOUT
+from ..defaults import IMAGE, RUN_TIMEOUT
 from ..errors import (
     ForbiddenError,
     InvalidInputError,
@@ -136,9 +136,7 @@ def pod_options_with(*, timeout_default: int) -> Callable[[F], F]:
 def _pod_options(f: F, timeout_default: int) -> F:
     for opt in reversed(
         [
-            _option(
-                "--image", field="image", help="container image [default: python:3-slim]", show_envvar=True
-            ),
+            _option("--image", field="image", help=f"container image [default: {IMAGE}]", show_envvar=True),
             _option(
                 "--timeout",
                 field="timeout",

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from .._cluster.kubectl import Kubectl
 from .._version import __version__
 from ..boundary import ClusterAccess
+from ..defaults import IMAGE, WORK_DIR
 from ..errors import (
     ForbiddenError,
     InvalidInputError,
@@ -495,11 +496,11 @@ def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
     try:
         pool = WarmPool(
             config.pool_size,
-            kw.get("image", "python:3-slim"),
+            kw.get("image", IMAGE),
             name="mcp",
             namespace=kw.get("namespace"),
             kubectl=kubectl,
-            work_dir=str(kw.get("work_dir", "/workspace")),
+            work_dir=str(kw.get("work_dir", WORK_DIR)),
             env=env,
             **options,
         )
