@@ -175,6 +175,20 @@ def code_filename(code: str, language: Language, name: str | None = None, work_d
     return f"tmp_code_{digest}.{extension}"
 
 
+def block_file(code: str, name: str, work_dir: str = "/workspace") -> str | None:
+    """The pod path a block of language ``name`` is written to, known before it runs (an
+    adapter names it for a block cancelled before its result came back); None where the block
+    would be refused (unsupported language, a hinted name outside the workspace)."""
+    lang = resolve_language(name)
+    if lang is None:
+        return None
+    try:
+        filename = code_filename(silence_pip(code, name), lang, name, work_dir)
+    except UnsafePathError:
+        return None
+    return posixpath.join(work_dir, filename)
+
+
 def silence_pip(code: str, name: str) -> str:
     """The seed's own ``pip install`` quietening (its file names are the md5 of the result).
 

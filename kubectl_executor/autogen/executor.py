@@ -26,7 +26,7 @@ from typing_extensions import Self
 from .._cluster.manifest import CONTAINER
 from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
-from .._exec.languages import canonical_language, filename_hint, validate_relative_path
+from .._exec.languages import block_file, canonical_language, filename_hint, validate_relative_path
 from .._exec.results import CodeBlock
 from ..boundary import ClusterAccess, Resources
 from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
@@ -385,6 +385,9 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
                         raise  # the task itself was cancelled: the block is dead, tell the caller
                     outputs.append(CANCELLED)
                     exit_code, cancelled = 1, True
+                    if not code_files:  # as Docker's: the first block's file, written before it ran
+                        planned = block_file(one.code, one.language, self._config.pod_work_dir)
+                        code_files.extend([planned] if planned else [])
                     break
                 if result.code_file:
                     code_files.append(result.code_file)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib
 import json
 import os
@@ -283,6 +284,9 @@ def test_cancellation_kills_the_in_pod_process(
                 # As the Docker executor: the token's cancel is a result (exit 1), not an exception.
                 cancelled = await task
                 assert (cancelled.exit_code, cancelled.output) == (1, "Code execution was cancelled.")
+                # As Docker's: the cancelled first block's file is named, though no result came back.
+                digest = hashlib.md5(b"import time; time.sleep(999)").hexdigest()
+                assert cancelled.code_file == f"/workspace/tmp_code_{digest}.python"
             else:
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):

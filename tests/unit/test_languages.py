@@ -9,6 +9,7 @@ import pytest
 from kubectl_executor._exec.languages import (
     DEFAULT_EXECUTION_POLICIES,
     LANGUAGES,
+    block_file,
     canonical_language,
     code_filename,
     filename_hint,
@@ -297,3 +298,17 @@ def test_workspace_relative_refuses_what_leaves(hint: str) -> None:
 )
 def test_silence_pip_is_the_seeds(code: str, language: str, expected: str) -> None:
     assert silence_pip(code, language) == expected
+
+
+def test_block_file_is_where_the_executor_writes_the_block() -> None:
+    # The md5 is of the quietened code, as the seed names its files; the extension is its language.
+    quiet = silence_pip("pip install rich", "sh")
+    assert quiet != "pip install rich"
+    assert (
+        block_file("pip install rich", "sh", "/w")
+        == f"/w/tmp_code_{hashlib.md5(quiet.encode()).hexdigest()}.sh"
+    )
+    assert block_file("# filename: a/b.py\nprint(1)", "python", "/w") == "/w/a/b.py"
+    # What the executor would refuse has no file.
+    assert block_file("print(1)", "cobol") is None
+    assert block_file("# filename: ../x.py\nprint(1)", "python") is None
