@@ -175,7 +175,7 @@ def code_filename(code: str, language: Language, name: str | None = None, work_d
     return f"tmp_code_{digest}.{extension}"
 
 
-def block_file(code: str, name: str, work_dir: str = "/workspace") -> str | None:
+def block_file(code: str, name: str, work_dir: str = WORK_DIR) -> str | None:
     """The pod path a block of language ``name`` is written to, known before it runs (an
     adapter names it for a block cancelled before its result came back); None where the block
     would be refused (unsupported language, a hinted name outside the workspace)."""
