@@ -30,11 +30,13 @@ from .executor import KubernetesCommandLineCodeExecutor
 if TYPE_CHECKING:
     from ._cluster.claim_models import PVCValidationResult
     from .boundary import (
+        ChangedFile,
         ClusterAccess,
         CodeResult,
         CommandLineCodeResult,
         PodOptions,
         Resources,
+        RichOutput,
         ToolCallResult,
         ToolCommandLineCodeResult,
         ToolError,
@@ -46,11 +48,13 @@ if TYPE_CHECKING:
 _LAZY = {
     **dict.fromkeys(
         [
+            "ChangedFile",
             "ClusterAccess",
             "CodeResult",
             "CommandLineCodeResult",
             "PodOptions",
             "Resources",
+            "RichOutput",
             "ToolCallResult",
             "ToolCommandLineCodeResult",
             "ToolError",
@@ -73,6 +77,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
+    "ChangedFile",
     "ClaimNotBoundError",
     "ClusterAccess",
     "CodeBlock",
@@ -96,6 +101,7 @@ __all__ = [
     "RemoteNotFoundError",
     "Resources",
     "RetryPolicy",
+    "RichOutput",
     "StartupTimeoutError",
     "ToolCallResult",
     "ToolCommandLineCodeResult",

@@ -93,6 +93,33 @@ class PodOptions(BaseModel):
     pod_overrides: dict[str, Any] = Field(default_factory=dict)
 
 
+class RichOutput(BaseModel):
+    """One rich output of a block (a chart, a table's HTML...), in the order the block made them.
+
+    ``data`` is bytes for binary types (image/png, image/jpeg), str for text types. An output
+    over its budget has empty ``data`` and ``kept_path``: the full output is kept in the pod at
+    that path. ``metadata`` holds e.g. an image's ``width``/``height``, and ``bundle``: outputs of
+    one displayed object (its PNG and its text/plain) share it.
+    """
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    mime_type: str
+    data: bytes | str
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    kept_path: str | None = None
+
+
+class ChangedFile(BaseModel):
+    """A file the block created or changed under work_dir (``path`` is relative to it)."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True)
+
+    path: str
+    size: int
+    sha256: str
+
+
 class CodeResult(BaseModel):
     """``exit_code`` is the program's own (0-255, 128+N for a signal, 124 for a timeout)."""
 
@@ -112,6 +139,10 @@ class CommandLineCodeResult(CodeResult):
     truncated: bool = False
     log_files: list[str] = []
     state_lost: bool = False  # a stateful session had to restart its interpreter
+    # Rich results of all blocks run (the seed has none of these: extra fields, never in output).
+    outputs: tuple[RichOutput, ...] = ()
+    files: tuple[ChangedFile, ...] = ()
+    files_truncated: bool = False  # the scan of work_dir was cut: more files may have changed
 
 
 class ToolError(BaseModel):

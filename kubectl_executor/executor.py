@@ -51,13 +51,16 @@ from ._exec.languages import (
     silence_pip,
     validate_relative_path,
 )
+from ._exec.outputs import EMPTY, RichResults, parse_report
 from ._exec.protocol import (
+    RICH_ENV,
     TIMEOUT_NOTE,
     ExecResult,
     FrameSplitter,
     MarkerFilter,
     OutputBudget,
     OutputCallback,
+    RichLimits,
     RunRequest,
     exec_args,
     exec_input,
@@ -81,7 +84,14 @@ from .errors import (
 if TYPE_CHECKING:
     from ._cluster.models import Pod
     from ._exec.session import Session
-    from .boundary import ClusterAccess, CommandLineCodeResult, Resources, ToolCommandLineCodeResult
+    from .boundary import (
+        ChangedFile,
+        ClusterAccess,
+        CommandLineCodeResult,
+        Resources,
+        RichOutput,
+        ToolCommandLineCodeResult,
+    )
     from .pool import WarmPool
 
 logger = logging.getLogger(__name__)
@@ -113,6 +123,9 @@ class BlockResult:
     file: str | None = None  # the kept file in the pod (named by the code, or saved by policy)
     executed: bool = True  # False: saved only, by the execution policy
     state_lost: bool = False  # a stateful interpreter was restarted before this block
+    outputs: tuple[RichOutput, ...] = ()  # display(), last expression, open matplotlib figures
+    files: tuple[ChangedFile, ...] = ()  # created or changed under work_dir by the block
+    files_truncated: bool = False  # the scan was cut (file count or bytes hashed): maybe more
 
 
 class KubernetesCommandLineCodeExecutor:
@@ -149,6 +162,9 @@ class KubernetesCommandLineCodeExecutor:
         insecure_skip_tls_verify: bool = False,
         startup_timeout: float = STARTUP_TIMEOUT,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
+        max_rich_output_bytes: int = 8 * 1024 * 1024,
+        max_rich_bytes: int = 32 * 1024 * 1024,
+        list_files: bool = True,
         keep_pod: bool = False,
         start: bool = True,
         attach: bool = False,
@@ -178,6 +194,10 @@ class KubernetesCommandLineCodeExecutor:
             raise InvalidInputError("startup_timeout must be > 0")
         if max_output_bytes < 1024:
             raise InvalidInputError("max_output_bytes must be at least 1024")
+        if max_rich_output_bytes < 0 or max_rich_bytes < 0:
+            raise InvalidInputError("max_rich_output_bytes and max_rich_bytes must be >= 0")
+        # Rich outputs over a budget stay in the pod (named by kept_path); 0 keeps every one there.
+        self._rich = RichLimits(max_rich_output_bytes, max_rich_bytes, list_files=bool(list_files))
         work = PurePosixPath(str(work_dir))
         if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
             raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
@@ -467,6 +487,7 @@ class KubernetesCommandLineCodeExecutor:
         code_file: str | None = None
         exit_code = 0
         timed_out = truncated = state_lost = False
+        rich: RichResults = EMPTY
         self._cancelled = False
         for block in code_blocks:
             if self._cancelled:
@@ -503,6 +524,7 @@ class KubernetesCommandLineCodeExecutor:
             stdouts.append(out)
             stderrs.append(err)
             logs.extend(result.log_files)
+            rich = rich + parse_report(result.rich)
             truncated = truncated or result.truncated
             state_lost = state_lost or result.state_lost
             exit_code = result.exit_code
@@ -523,6 +545,9 @@ class KubernetesCommandLineCodeExecutor:
             truncated=truncated,
             log_files=logs,
             state_lost=state_lost,
+            outputs=rich.outputs,
+            files=rich.files,
+            files_truncated=rich.files_truncated,
         )
 
     def run(
@@ -563,12 +588,13 @@ class KubernetesCommandLineCodeExecutor:
             runner=lang.runner if execute else None,
             timeout=float(timeout if timeout is not None else self._timeout),
             budget=self._max_output_bytes,
-            env={**self._extra_env, **(env or {})},
+            env={**self._extra_env, **(env or {}), RICH_ENV: self._rich.env_value()},
         )
         path = str(self._work_dir / filename) if keep else None
         done = self._execute(request, on_output or self._on_output, stateless=not self._session_ready())
         if not execute:
             return BlockResult(0, f"Code saved to {path}\n", "", file=path, executed=False)
+        rich = parse_report(done.rich)
         return BlockResult(
             exit_code=done.exit_code,
             stdout=done.stdout.decode(errors="replace"),
@@ -578,6 +604,9 @@ class KubernetesCommandLineCodeExecutor:
             log_files=tuple(done.log_files),
             file=path,
             state_lost=done.state_lost,
+            outputs=rich.outputs,
+            files=rich.files,
+            files_truncated=rich.files_truncated,
         )
 
     @property
@@ -624,7 +653,7 @@ class KubernetesCommandLineCodeExecutor:
             runner=runner,
             timeout=float(timeout or self._timeout),
             budget=self._max_output_bytes,
-            env=dict(self._extra_env),
+            env={**self._extra_env, RICH_ENV: self._rich.env_value()},
         )
         return self._execute(request, callback)
 
@@ -676,11 +705,12 @@ class KubernetesCommandLineCodeExecutor:
                 if callback and chunk:
                     callback("stderr", chunk)
 
-            # A tool call's result frame comes between the program's output and the exit marker.
-            frames = None
-            if request.runner == "call":
-                frames = FrameSplitter(request.nonce, on_stdout, limit=16 * request.budget + (1 << 20))
-            marker = MarkerFilter(request.nonce, frames.feed if frames else on_stdout)
+            # The runner's frames (rich results, a tool call's result) come between the program's
+            # output and the exit marker.
+            limit = max(16 * request.budget + (1 << 20), self._rich.frame_limit())
+            kinds = ("FRAME", "RICH") if request.runner == "call" else ("RICH",)
+            frames = FrameSplitter(request.nonce, on_stdout, limit=limit, kinds=kinds)
+            marker = MarkerFilter(request.nonce, frames.feed)
             done = self._kubectl.stream(
                 args,
                 stdin=exec_input(request),
@@ -689,7 +719,8 @@ class KubernetesCommandLineCodeExecutor:
                 on_stderr=on_stderr,
             )
             outcome = marker.close()
-            frame = frames.close() if frames else None
+            frames.close()
+            frame = frames.frames.get("FRAME")
             if outcome is not None:
                 logs = []
                 if outcome.log_kept:
@@ -704,6 +735,7 @@ class KubernetesCommandLineCodeExecutor:
                     out.truncated or err.truncated,
                     logs,
                     frame,
+                    rich=frames.frames.get("RICH"),
                 )
             if done.timed_out and marker.started:
                 self._kill_in_pod(request.nonce)

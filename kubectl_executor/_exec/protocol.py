@@ -48,7 +48,10 @@ def _sent_form(script: str) -> str:
 
 
 RUN_SCRIPT = _sent_form(pod_file("run.sh").decode())
-RUN_PY = pod_file("run.py")
+RICH_PY = pod_file("rich.py")
+"""The in-pod rich-results code, shared by the stateless runner (put in front of run.py) and the
+session agent (put after agent.py)."""
+RUN_PY = RICH_PY + b"\n" + pod_file("run.py")
 PY_END = b"\n__KX_PY_END__\n"
 RUNNER_PREFIX = RUN_PY + PY_END  # what the exec's stdin starts with, before the request
 # Arguments: $1 nonce, $2 LOADER, $3 run.sh. stdin: run.py, PY_END, then the request. run.py
@@ -107,6 +110,35 @@ class ExecResult:
     log_files: list[str]
     frame: bytes | None = None  # a tool call's structured result frame, if the runner wrote one
     state_lost: bool = False  # a stateful session had to restart its interpreter
+    rich: bytes | None = None  # the rich-results report (outputs, changed files), if any
+
+
+RICH_ENV = "KX_RICH"  # _pod/rich.py reads the budgets from the request's environment
+SCAN_MAX_FILES = 1000
+"""Changed files listed per block, at most (beyond: ``files_truncated``)."""
+SCAN_MAX_HASH_BYTES = 64 * 1024 * 1024
+"""Bytes of changed files hashed per block, at most (beyond: the rest is not listed, truncated)."""
+
+
+@dataclass(frozen=True)
+class RichLimits:
+    """Budgets of a block's rich results, enforced in the pod: an output over ``per_output``, or
+    past ``per_result`` in total (both in bytes as sent, base64 for binary data), is kept in the
+    pod and named. ``list_files`` False: no scan of work_dir."""
+
+    per_output: int = 8 * 1024 * 1024
+    per_result: int = 32 * 1024 * 1024
+    list_files: bool = True
+    max_files: int = SCAN_MAX_FILES
+    max_hash_bytes: int = SCAN_MAX_HASH_BYTES
+
+    def env_value(self) -> str:
+        files = self.max_files if self.list_files else -1
+        return f"{self.per_output} {self.per_result} {files} {self.max_hash_bytes}"
+
+    def frame_limit(self) -> int:
+        """The largest rich frame the client buffers: the outputs, the kept names, the files."""
+        return self.per_result + 2 * self.per_output + 512 * max(self.max_files, 0) + (1 << 20)
 
 
 def new_nonce() -> str:
@@ -280,64 +312,96 @@ class OutputBudget:
         return bytes(self._head) + marker + bytes(self._tail)
 
 
-class FrameSplitter:
-    """Passes the program's stdout on to ``sink`` and cuts out the runner's result frame.
+FRAME_TAGS = {"FRAME": b"\n__KX_FRAME_%s__ ", "RICH": b"__KX_RICH_%s__ "}
 
-    The frame is ``\\n__KX_FRAME_<nonce>__ <n>\\n`` then n bytes; it comes after all program output.
-    Enough bytes are held back to recognise the tag across chunk boundaries. A frame larger than
-    ``limit`` is dropped (``overflow``) rather than buffered.
+
+class FrameSplitter:
+    """Passes the program's stdout on to ``sink`` and cuts out the runner's frames.
+
+    A frame is its tag, ``<n>\\n``, then n bytes, after all program output: kind FRAME
+    (``\\n__KX_FRAME_<nonce>__ ``) is a tool call's result, RICH (``__KX_RICH_<nonce>__ ``, no
+    line break first, so that a line's end is never held back) a block's rich results. Only bytes
+    that could begin a tag are held back, to recognise it across chunk boundaries. A frame larger
+    than ``limit`` is dropped (``overflow``) rather than buffered.
     """
 
-    def __init__(self, nonce: str, sink: Sink, limit: int) -> None:
-        self._tag = b"\n__KX_FRAME_" + nonce.encode() + b"__ "
-        self._hold = len(self._tag) + 24
+    def __init__(self, nonce: str, sink: Sink, limit: int, kinds: tuple[str, ...] = ("FRAME",)) -> None:
+        self._tags = [(kind, FRAME_TAGS[kind] % nonce.encode()) for kind in kinds]
+        self._hold = max(len(tag) for _, tag in self._tags) + 24
         self._sink = sink
         self._limit = limit
         self._pending = b""
-        self._want: int | None = None
+        self._kind: str | None = None
+        self._want = 0
         self._frame = bytearray()
         self._got = 0
         self.overflow = False
+        self.frames: dict[str, bytes] = {}
 
     def feed(self, chunk: bytes) -> None:
-        if self._want is not None:
-            self._take(chunk)
-            return
+        if self._kind is not None:
+            chunk = self._take(chunk)
+            if self._kind is not None or not chunk:
+                return
         self._pending += chunk
-        at = self._pending.find(self._tag)
-        if at >= 0:
-            end = self._pending.find(b"\n", at + len(self._tag))
-            size = self._pending[at + len(self._tag) : end] if end >= 0 else b""
+        while True:
+            found = [(at, kind, tag) for kind, tag in self._tags if (at := self._pending.find(tag)) >= 0]
+            if not found:
+                break
+            at, kind, tag = min(found)
+            end = self._pending.find(b"\n", at + len(tag))
+            size = self._pending[at + len(tag) : end] if end >= 0 else b""
             if end >= 0 and size.isdigit():
                 self._sink(self._pending[:at])
                 rest = self._pending[end + 1 :]
                 self._pending = b""
-                self._want = int(size)
-                self.overflow = self._want > self._limit
-                self._take(rest)
-                return
+                self._kind, self._want, self._got = kind, int(size), 0
+                self._frame = bytearray()
+                if self._want > self._limit:
+                    self.overflow = True
+                rest = self._take(rest)
+                if self._kind is not None or not rest:
+                    return
+                self._pending = rest
+                continue
             if end < 0 and len(self._pending) - at <= self._hold:
                 self._flush_before(at)
                 return
-        if len(self._pending) > self._hold:
-            self._flush_before(len(self._pending) - self._hold)
+            break
+        self._flush_before(len(self._pending) - self._tag_prefix())
+
+    def _tag_prefix(self) -> int:
+        """How many trailing bytes could begin a tag: only those wait (output is not delayed)."""
+        pending = self._pending
+        for k in range(min(self._hold, len(pending)), 0, -1):
+            tail = pending[-k:]
+            if any(tag.startswith(tail) for _, tag in self._tags):
+                return k
+        return 0
 
     def _flush_before(self, cut: int) -> None:
         if cut > 0:
             self._sink(self._pending[:cut])
             self._pending = self._pending[cut:]
 
-    def _take(self, data: bytes) -> None:
-        self._got += len(data)
-        if not self.overflow:
-            self._frame += data
+    def _take(self, data: bytes) -> bytes:
+        """Add to the frame in progress; returns what follows it once it is complete."""
+        need = self._want - self._got
+        part, rest = data[:need], data[need:]
+        self._got += len(part)
+        if self._want <= self._limit:
+            self._frame += part
+        if self._got == self._want and self._kind is not None:
+            if self._want <= self._limit:
+                self.frames[self._kind] = bytes(self._frame)
+            self._kind = None
+            self._frame = bytearray()
+        return rest
 
     def close(self) -> bytes | None:
-        """End of the stream: the complete frame, or None (no frame, cut short, or too big)."""
-        if self._want is None:
+        """End of the stream: the first kind's complete frame, or None (none, cut short, too big).
+        The others are in ``frames``."""
+        if self._kind is None:
             self._sink(self._pending)
             self._pending = b""
-            return None
-        if self.overflow or self._got != self._want:
-            return None
-        return bytes(self._frame)
+        return self.frames.get(self._tags[0][0])

@@ -10,6 +10,7 @@ Wire format, both directions: 1 type byte, 4-byte big-endian payload length, pay
     client -> agent   R  run request: RunRequest.encode() (the stateless KX1 header, then the code)
                       C  cancel (nonce): kill the block in flight      Q  quit
     agent -> client   H  hello (JSON)    S  started (nonce)    O  stdout chunk    E  stderr chunk
+                      D  rich results (JSON report of _pod/rich.py), before X
                       X  exit (JSON: exit_code, timed_out, truncated, log_kept, state_lost)
 
 Before the frames, the bootstrap (``sh -c BOOT``, fixed text) answers ``KXBOOT python`` or
@@ -48,6 +49,7 @@ from ..errors import (
 )
 from .protocol import (
     LOG_DIR,
+    RICH_PY,
     ExecResult,
     OutputBudget,
     OutputCallback,
@@ -61,7 +63,7 @@ logger = logging.getLogger(__name__)
 
 FRAME = struct.Struct(">cI")
 PROTOCOL = 1
-AGENT_PY = pod_file("agent.py")
+AGENT_PY = pod_file("agent.py") + b"\n" + RICH_PY  # the agent's rich results (and its kernel's)
 AGENT_SH = pod_file("agent.sh")
 SH_END = b"\n__KX_SH_END__\n"
 
@@ -139,6 +141,7 @@ class _Pending:
         self.callback = callback
         self.started = False
         self.exit: dict[str, Any] | None = None
+        self.rich: bytes | None = None
         self.done = threading.Event()
 
 
@@ -216,6 +219,9 @@ class _Connection:
         elif kind == b"S":
             if pending is not None:
                 pending.started = True
+        elif kind == b"D":
+            if pending is not None:
+                pending.rich = payload
         elif kind == b"X":
             exit_info = json.loads(payload)
             nonce = exit_info.get("nonce") or ""
@@ -504,6 +510,7 @@ class Session:
             pending.out.truncated or pending.err.truncated or bool(x.get("truncated")),
             logs,
             state_lost=state_lost,
+            rich=pending.rich,
         )
 
     def close(self) -> None:

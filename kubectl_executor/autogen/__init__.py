@@ -20,8 +20,10 @@ Docker executor does); cancelling the task kills it too and raises ``asyncio.Can
 Install with ``pip install 'kubectl-executor[autogen]'``.
 
 Layout: :mod:`.executor` (:class:`KubectlCodeExecutor`), :mod:`.seed` (the seed's
-:class:`PodCommandLineCodeExecutor`), :mod:`.functions` (user-defined functions), :mod:`.mirror`
-(the ``work_dir`` mirror), :mod:`.config` (the serialisable configurations). Import from here:
+:class:`PodCommandLineCodeExecutor`), :mod:`.jupyter` (the seed's :class:`PodJupyterServer` and
+:class:`PodJupyterCodeExecutor`, on a stateful session: no kernel gateway, no Service),
+:mod:`.specs` (the seed's pod_spec and volume forms), :mod:`.functions` (user-defined functions),
+:mod:`.mirror` (the ``work_dir`` mirror), :mod:`.config` (the serialisable configurations). Import from here:
 the component providers name ``kubectl_executor.autogen.<class>``.
 """
 
@@ -34,7 +36,13 @@ except ImportError as exc:
         "kubectl_executor.autogen needs AutoGen 0.4 or newer: pip install 'kubectl-executor[autogen]'"
     ) from exc
 
-from .config import KubectlCodeExecutorConfig, PodCommandLineCodeExecutorConfig
+from .config import (
+    KubectlCodeExecutorConfig,
+    PodCommandLineCodeExecutorConfig,
+    PodJupyterCodeExecutorConfig,
+    PodJupyterConnectionInfo,
+    PodJupyterServerConfig,
+)
 from .executor import CANCEL_GRACE_SECONDS as CANCEL_GRACE_SECONDS
 from .executor import CANCELLED as CANCELLED
 from .executor import NOT_IN_WORKSPACE as NOT_IN_WORKSPACE
@@ -44,10 +52,11 @@ from .executor import normalise_language as normalise_language
 from .functions import FUNCTION_PROMPT_TEMPLATE as FUNCTION_PROMPT_TEMPLATE
 from .functions import AnyFunction as AnyFunction
 from .functions import build_python_functions_file, to_stub
+from .jupyter import PodJupyterCodeExecutor, PodJupyterCodeResult, PodJupyterServer
 from .mirror import LIST_SCRIPT as LIST_SCRIPT
 from .mirror import LIST_SHELL as LIST_SHELL
-from .seed import SEED_CONTAINER as SEED_CONTAINER
 from .seed import PodCommandLineCodeExecutor
+from .specs import SEED_CONTAINER as SEED_CONTAINER
 
 __all__ = [
     "KubectlCodeExecutor",
@@ -55,6 +64,12 @@ __all__ = [
     "KubectlCodeResult",
     "PodCommandLineCodeExecutor",
     "PodCommandLineCodeExecutorConfig",
+    "PodJupyterCodeExecutor",
+    "PodJupyterCodeExecutorConfig",
+    "PodJupyterCodeResult",
+    "PodJupyterConnectionInfo",
+    "PodJupyterServer",
+    "PodJupyterServerConfig",
     "build_python_functions_file",
     "to_stub",
 ]

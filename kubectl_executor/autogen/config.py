@@ -1,10 +1,10 @@
-"""The serialisable configurations (``dump_component``) of both executors."""
+"""The serialisable configurations (``dump_component``) of the AutoGen executors."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..boundary import Resources
 from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
@@ -64,3 +64,59 @@ class PodCommandLineCodeExecutorConfig(BaseModel):
     kube_config_file: str | None = None
     auto_remove: bool = True
     functions_module: str = "functions"
+
+
+DEFAULT_PORT = 8888  # the seed's kernel-gateway port (unused here: nothing listens)
+KERNEL = "python3"
+
+
+class PodJupyterConnectionInfo(BaseModel):
+    """Where an executor's kernel runs: a pod, reached through kubectl (not a server URL)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    pod_name: str
+    namespace: str | None = None
+    work_dir: str = "/workspace"
+    kubectl: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_server(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ({"host", "port", "token"} & set(data)):
+            raise ValueError(
+                "no Jupyter server is reached here: name the pod (pod_name=, namespace=) "
+                "that a PodJupyterServer started, not a host, port or token"
+            )
+        return data
+
+
+class PodJupyterServerConfig(BaseModel):
+    """The seed's configuration fields (``autogen_kubernetes.code_executors``), plus ours."""
+
+    image: str | None = None
+    pod_name: str | None = None
+    command: list[str] | None = None
+    args: list[str] | None = None
+    timeout: int = 60
+    workspace_path: str = "/workspace"
+    namespace: str = "default"
+    volume: dict[str, Any] | None = None
+    pod_spec: dict[str, Any] | None = None
+    auto_remove: bool = True
+    port: int = DEFAULT_PORT
+    kube_config_file: str | None = None
+    hardened: bool = True
+    kubectl: str | None = None
+    context: str | None = None
+
+
+class PodJupyterCodeExecutorConfig(BaseModel):
+    """The seed's configuration: the pod to reach (not a server), kernel, timeout, output dir."""
+
+    jupyter_server: PodJupyterConnectionInfo
+    kernel_name: str = KERNEL
+    timeout: int = Field(60, ge=1)
+    output_dir: str | None = None

@@ -21,55 +21,9 @@ from ..errors import InvalidInputError
 from .config import PodCommandLineCodeExecutorConfig
 from .executor import KubectlCodeExecutor
 from .functions import AnyFunction
+from .specs import SEED_CONTAINER, spec_from, workspace_volume
 
 logger = logging.getLogger(__name__)
-
-
-SEED_CONTAINER = "autogen-executor"
-
-
-def _plain(obj: Any) -> Any:
-    """A kubernetes-client model (V1Pod, V1Volume, ...) as the JSON the API takes, by duck typing
-    on its ``openapi_types``/``attribute_map`` (what the client's sanitize_for_serialization does),
-    so the library never imports the client."""
-    if obj is None or isinstance(obj, (str, int, float, bool)):
-        return obj
-    if isinstance(obj, (list, tuple)):
-        return [_plain(item) for item in obj]
-    if isinstance(obj, dict):
-        return {key: _plain(value) for key, value in obj.items()}
-    if hasattr(obj, "isoformat"):
-        return obj.isoformat()
-    types, names = getattr(obj, "openapi_types", None), getattr(obj, "attribute_map", None)
-    if isinstance(types, dict) and isinstance(names, dict):
-        return {names[attr]: _plain(getattr(obj, attr)) for attr in types if getattr(obj, attr) is not None}
-    raise InvalidInputError(f"cannot use a {type(obj).__name__} as a Kubernetes object")
-
-
-def _spec_from(value: Any, what: str) -> dict[str, Any] | None:
-    """The seed's forms: a dict, a YAML file path (str or Path), YAML text, or a client model."""
-    if value is None:
-        return None
-    if isinstance(value, str):
-        try:
-            if Path(value).exists():
-                value = Path(value)
-        except OSError:
-            pass
-    if isinstance(value, (str, Path)):
-        try:
-            import yaml
-        except ImportError as exc:
-            raise ImportError(f"a YAML {what} needs PyYAML: pip install 'kubectl-executor[autogen]'") from exc
-        text = value.read_text(encoding="utf-8") if isinstance(value, Path) else value
-        loaded = yaml.safe_load(text)
-    else:
-        loaded = _plain(value)
-    if not isinstance(loaded, dict):
-        raise InvalidInputError(
-            f"{what} must describe a mapping (a Kubernetes object), got {type(loaded).__name__}"
-        )
-    return loaded
 
 
 class PodCommandLineCodeExecutor(KubectlCodeExecutor):
@@ -112,8 +66,8 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
         workspace = PurePosixPath(str(workspace_path))
         if not workspace.is_absolute():
             raise InvalidInputError("Not supports workspace path as relative path")
-        volume_dict = _spec_from(volume, "volume")
-        given = _spec_from(pod_spec, "pod_spec")
+        volume_dict = spec_from(volume, "volume")
+        given = spec_from(pod_spec, "pod_spec")
         name = pod_name or f"autogen-code-exec-{uuid.uuid4()}"
         meta = dict((given or {}).get("metadata") or {})
         name = str(meta.get("name") or name)
@@ -133,14 +87,8 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
                 "spec": {"containers": [{"name": CONTAINER, "command": command, "args": args or []}]}
             }
         if volume_dict is not None:
-            source = {k: v for k, v in volume_dict.items() if k != "name"}
-            # It replaces our workspace volume (mounted at workspace_path): our emptyDir and its
-            # sizeLimit become null (absent to the API server) unless the user's source sets them.
-            if isinstance(source.get("emptyDir"), dict):
-                source["emptyDir"] = {"sizeLimit": None, **source["emptyDir"]}
-            replaced = {"name": "workspace", "emptyDir": None, **source}
             spec = overrides.setdefault("spec", {})
-            spec["volumes"] = [*spec.get("volumes", []), replaced]
+            spec["volumes"] = [*spec.get("volumes", []), workspace_volume(volume_dict)]
         self._seed = PodCommandLineCodeExecutorConfig(
             image=image_name,
             pod_name=name,

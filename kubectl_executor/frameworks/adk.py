@@ -15,6 +15,7 @@ import hashlib
 import mimetypes
 import tempfile
 import threading
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,19 +32,13 @@ from google.adk.code_executors.code_execution_utils import (  # noqa: E402
 )
 from pydantic import PrivateAttr  # noqa: E402
 
+from ..boundary import ChangedFile  # noqa: E402
 from ..executor import KubernetesCommandLineCodeExecutor  # noqa: E402
 
 __all__ = ["KubectlCodeExecutor"]
 
 MAX_OUTPUT_FILE_BYTES = 16 * 1024 * 1024
 """Changed files larger than this stay in the pod (named in stderr), not sent to ADK."""
-
-# Prints the pod's clock, then "size<TAB>path" NUL-terminated for every file under work_dir
-# modified after $KX_SINCE (our own hidden scratch files excepted).
-_LIST = (
-    'date +%s.%N; [ -z "$KX_SINCE" ] || '
-    'find . -type f -newermt "@$KX_SINCE" ! -name ".kx-*" -printf "%s\\t%P\\0"'
-)
 
 
 class _Pod:
@@ -53,7 +48,6 @@ class _Pod:
         self.executor = executor
         self.owned = owned
         self.uploaded: dict[str, str] = {}  # input file name -> sha256 of what was sent
-        self.since: str = ""  # the pod's clock after the last listing
 
 
 class KubectlCodeExecutor(BaseCodeExecutor):
@@ -99,9 +93,7 @@ class KubectlCodeExecutor(BaseCodeExecutor):
     ) -> CodeExecutionResult:
         """Run the block in the pod; stdout, stderr, exit code and the files it wrote."""
         pod = self._pod(code_execution_input.execution_id)
-        fresh = self._upload_inputs(pod, code_execution_input.input_files)
-        if fresh or not pod.since:
-            self._list_changed(pod)  # the baseline: inputs just sent are not outputs
+        self._upload_inputs(pod, code_execution_input.input_files)
         result = pod.executor.run(code_execution_input.code, "python", timeout=self.timeout_seconds)
         stderr = result.stderr
         if result.timed_out:
@@ -111,48 +103,37 @@ class KubectlCodeExecutor(BaseCodeExecutor):
         if result.state_lost:
             note = "The interpreter was restarted before this block: earlier variables are gone."
             stderr = f"{note}\n{stderr}"
-        files, skipped = self._collect_outputs(pod, self._list_changed(pod))
+        files, skipped = self._collect_outputs(pod, result.files)
         if skipped:
             stderr += "".join(f"\nLeft in the pod (over {MAX_OUTPUT_FILE_BYTES} bytes): {p}" for p in skipped)
+        if result.files_truncated:
+            stderr += "\nMore files may have changed than are listed (the scan of work_dir was cut)."
         return CodeExecutionResult(
             stdout=result.stdout, stderr=stderr, output_files=files, exit_code=result.exit_code
         )
 
-    def _upload_inputs(self, pod: _Pod, files: list[File]) -> bool:
-        """Send the input files the pod does not have yet (ADK passes all of them every time)."""
-        sent = False
+    def _upload_inputs(self, pod: _Pod, files: list[File]) -> None:
+        """Send the input files the pod does not have yet (ADK passes all of them every time).
+        They are sent before the block, so they are not among the files it changed."""
         for file in files:
             data = _file_bytes(file)
             digest = hashlib.sha256(data).hexdigest()
             if pod.uploaded.get(file.name) != digest:
                 pod.executor.upload_file_content(file.name, data)
                 pod.uploaded[file.name] = digest
-                sent = True
-        return sent
 
-    def _list_changed(self, pod: _Pod) -> list[tuple[int, str]]:
-        """(size, path) of files changed since the last listing; moves the baseline to now."""
-        done = pod.executor.run(_LIST, "bash", env={"KX_SINCE": pod.since})
-        clock, _, listing = done.stdout.partition("\n")
-        pod.since = clock.strip()
-        changed = []
-        for entry in filter(None, listing.split("\0")):
-            size, _, path = entry.partition("\t")
-            if size.isdigit() and path:
-                changed.append((int(size), path))
-        return changed
-
-    def _collect_outputs(self, pod: _Pod, changed: list[tuple[int, str]]) -> tuple[list[File], list[str]]:
+    def _collect_outputs(self, pod: _Pod, changed: Sequence[ChangedFile]) -> tuple[list[File], list[str]]:
+        """The files the block created or changed (the executor's list) as ADK Files."""
         files: list[File] = []
         skipped: list[str] = []
         with tempfile.TemporaryDirectory(prefix="kx-adk-") as scratch:
-            for index, (size, path) in enumerate(sorted(changed, key=lambda c: c[1])):
-                if size > MAX_OUTPUT_FILE_BYTES:
-                    skipped.append(path)
+            for index, entry in enumerate(sorted(changed, key=lambda c: c.path)):
+                if entry.size > MAX_OUTPUT_FILE_BYTES:
+                    skipped.append(entry.path)
                     continue
-                data = pod.executor.download_file(path, Path(scratch) / str(index)).read_bytes()
-                mime = mimetypes.guess_type(path)[0] or "application/octet-stream"
-                files.append(File(name=path, content=data, mime_type=mime))
+                data = pod.executor.download_file(entry.path, Path(scratch) / str(index)).read_bytes()
+                mime = mimetypes.guess_type(entry.path)[0] or "application/octet-stream"
+                files.append(File(name=entry.path, content=data, mime_type=mime))
         return files, skipped
 
     def close(self) -> None:

@@ -3,7 +3,9 @@
 ``CodeAgent(tools=[...], model=..., executor=KubectlExecutor())``: every step's code runs in one
 stateful Python interpreter in the pod, so variables, imports and tools persist between steps, as
 with smolagents' E2B, Docker and Modal executors. ``final_answer(...)`` is detected in the pod and
-its value comes back as the step's output.
+its value comes back as the step's output. A step's last expression is its output as smolagents'
+E2B executor returns it: a PNG or JPEG (a matplotlib figure, an object with ``_repr_png_``) as a
+PIL image, else its HTML, JSON, LaTeX, Markdown, SVG or text (from the pod's rich outputs).
 """
 
 from __future__ import annotations
@@ -12,21 +14,25 @@ import ast
 import json
 import secrets
 import shlex
+from collections.abc import Sequence
+from io import BytesIO
 from typing import Any
 
 from . import require
 
 require("smolagents", "smolagents")
 
+import PIL.Image  # noqa: E402  (a smolagents dependency)
 from smolagents.local_python_executor import CodeOutput  # noqa: E402
 from smolagents.monitoring import AgentLogger, LogLevel  # noqa: E402
 from smolagents.remote_executors import RemotePythonExecutor  # noqa: E402
 from smolagents.tools import Tool, get_tools_definition_code  # noqa: E402
 from smolagents.utils import AgentError  # noqa: E402
 
+from ..boundary import RichOutput  # noqa: E402
 from ..executor import KubernetesCommandLineCodeExecutor  # noqa: E402
 
-__all__ = ["KubectlExecutor", "optional_imports", "step_program"]
+__all__ = ["KubectlExecutor", "main_result", "optional_imports", "step_program"]
 
 # Runs one step in the pod's persistent __main__ namespace: the step's last expression is its
 # output (as a notebook cell's), and smolagents' FinalAnswerException carries the final answer.
@@ -46,6 +52,23 @@ def _kx_step(source, marker):
         value = eval(compile(last, "<step>", "eval"), namespace) if last is not None else None
         if value is not None:
             report = {{"value": repr(value)}}
+            # The step's value as the pod's display() shows it (its PNG, HTML, ..., text/plain),
+            # between two marks: the main result that smolagents takes from E2B's executions.
+            show = getattr(__import__("builtins"), "display", None)
+            if show is not None:
+                class _KxMark(object):
+                    def __init__(self, text):
+                        self.text = text
+                    def _repr_mimebundle_(self, include=None, exclude=None):
+                        return {{"text/plain": self.text}}
+                try:
+                    show(_KxMark(marker + "value"))
+                    try:
+                        show(value)
+                    finally:
+                        show(_KxMark(marker + "end"))
+                except Exception:
+                    pass
     except (KeyboardInterrupt, SystemExit):
         raise
     except BaseException as exc:
@@ -90,6 +113,44 @@ def optional_imports(code: str) -> str:
             body.append(node)
     tree.body = body
     return ast.unparse(ast.fix_missing_locations(tree))
+
+
+# E2B's result attributes in the order smolagents' E2BExecutor takes them, as MIME types
+# (after its jpeg and png, which become PIL images; E2B's own "chart" and "data" have none).
+E2B_ORDER = (
+    "text/html",
+    "application/javascript",
+    "application/json",
+    "text/latex",
+    "text/markdown",
+    "application/pdf",
+    "image/svg+xml",
+    "text/plain",
+)
+
+
+def main_result(outputs: Sequence[RichOutput], marker: str, fallback: Any) -> Any:
+    """The step's value as smolagents' E2B executor returns its main result: a JPEG or PNG as a
+    PIL image, else the first of E2B_ORDER (JSON parsed). The value's outputs are those the step
+    displayed between its two marks (see ``_STEP``); ``fallback`` (the value's repr) when there
+    are none (no rich results in the pod) or they were kept in the pod."""
+    texts = [o.data if o.mime_type == "text/plain" else None for o in outputs]
+    try:
+        start = texts.index(marker + "value")
+        end = texts.index(marker + "end", start)
+    except ValueError:
+        return fallback
+    found = {o.mime_type: o for o in reversed(outputs[start + 1 : end]) if o.kept_path is None}
+    for mime in ("image/jpeg", "image/png"):
+        image = found.get(mime)
+        if image is not None and isinstance(image.data, bytes):
+            return PIL.Image.open(BytesIO(image.data))
+    for mime in E2B_ORDER:
+        item = found.get(mime)
+        if item is not None:
+            data = item.data if isinstance(item.data, str) else item.data.decode(errors="replace")
+            return json.loads(data) if mime == "application/json" else data
+    return fallback
 
 
 class KubectlExecutor(RemotePythonExecutor):  # type: ignore[misc]
@@ -139,7 +200,13 @@ class KubectlExecutor(RemotePythonExecutor):  # type: ignore[misc]
         if "final" in report:
             final = self._deserialize_final_answer(report["final"], self.allow_pickle)
             return CodeOutput(output=final, logs=logs, is_final_answer=True)
-        return CodeOutput(output=report.get("value"), logs=logs, is_final_answer=False)
+        if "value" not in report:
+            return CodeOutput(output=None, logs=logs, is_final_answer=False)
+        return CodeOutput(
+            output=main_result(result.outputs, self._marker, report["value"]),
+            logs=logs,
+            is_final_answer=False,
+        )
 
     def _split_report(self, stderr: str) -> tuple[str, dict[str, Any] | None]:
         """The step's stderr without our report line, and the report (None if the step died)."""

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 
-@pytest.mark.parametrize("name", ["plain.py", "tool_functions.py", "autogen_agent.py"])
+@pytest.mark.parametrize("name", ["plain.py", "tool_functions.py", "autogen_agent.py", "jupyter_notebook.py"])
 def test_example_runs(cluster: Cluster, name: str) -> None:
     env = {**os.environ, "KUBECTL_EXECUTOR_IMAGE": cluster.image, "KUBECTL_EXECUTOR_KUBECTL": cluster.kubectl}
     if cluster.emulator is not None:

@@ -118,6 +118,13 @@ def test_stateful_inputs_outputs_errors_and_timeout(cluster: Cluster) -> None:
             ("out/sum.json", b"3", "application/json")
         ]
         assert run("print(len(rows))").output_files == []  # nothing changed: nothing sent again
+        # The executor's own list of the block's changes: a changed input and a subdirectory's
+        # new file (by content, not by clock), each once.
+        changed = run("open('in.csv', 'a').write('3,4\\n')\nopen('out/sum.json', 'w').write('7')")
+        assert [(f.name, f.content) for f in changed.output_files] == [
+            ("in.csv", b"a,b\n1,2\n3,4\n"),
+            ("out/sum.json", b"7"),
+        ]
         during = {p["metadata"]["name"] for p in cluster.pods()} - before
         other = run("print('rows' in globals())", execution_id="s2")  # another ADK session, another pod
         assert other.stdout == "False\n"

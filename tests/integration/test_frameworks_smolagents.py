@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import PIL.Image
 import pytest
 
 pytest.importorskip("smolagents", reason="the smolagents extra is not installed")
@@ -92,3 +93,36 @@ def test_errors_reach_the_agent_and_an_owned_pod_is_deleted(cluster: Cluster) ->
     finally:
         executor.cleanup()
     assert name not in {p["metadata"]["name"] for p in cluster.pods()}
+
+
+@pytest.mark.skipif(
+    os.environ.get("KX_TEST_NO_EGRESS") == "1",
+    reason="the agent's final_answer tool needs numpy and pillow pip-installed in the pod, and the "
+    "cluster's pods have no route out (KX_TEST_NO_EGRESS=1, as for fixtures/cluster)",
+)
+def test_a_steps_chart_comes_back_as_a_pil_image_as_from_e2b(cluster: Cluster) -> None:
+    """As smolagents' E2B executor: a step's value that has a PNG (a matplotlib figure) is a
+    PIL image, an HTML one its HTML, others their text; figures merely left open are not."""
+    image = os.environ.get("KX_TEST_PLOT_IMAGE") or cluster.image  # needs matplotlib (see test_rich.py)
+    model = ScriptedModel(
+        [
+            "Thought: draw.\n<code>\nimport matplotlib.pyplot as plt\n"
+            "fig, ax = plt.subplots(figsize=(2, 1), dpi=50)\nax.plot([1, 3, 2])\nfig\n</code>",
+            "Thought: answer.\n<code>\nfinal_answer('drawn')\n</code>",
+        ]
+    )
+    executor = KubectlExecutor(
+        logger=AgentLogger(LogLevel.OFF), **{**cluster.executor_kwargs(), "image": image}
+    )
+    try:
+        agent = CodeAgent(tools=[], model=model, executor=executor, max_steps=3, verbosity_level=LogLevel.OFF)
+        assert agent.run("Draw a chart") == "drawn"
+        chart = agent.memory.steps[1].action_output
+        assert isinstance(chart, PIL.Image.Image) and chart.format == "PNG" and chart.size[0] > 50
+        assert "Last output from code snippet:\n<PIL.PngImagePlugin.PngImageFile" in model.seen[1]
+        html = executor("class T:\n    def _repr_html_(self):\n        return '<b>t</b>'\nT()")
+        assert html.output == "<b>t</b>"
+        left_open = executor("fig2 = plt.figure(); plt.plot([1, 2])\n7")
+        assert left_open.output == "7"
+    finally:
+        executor.cleanup()

@@ -26,7 +26,7 @@ from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
 from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL, SPEC_LABEL
 from kubectl_executor._cluster.manifest import spec_hash
 from kubectl_executor._cluster.retry import RetryPolicy
-from kubectl_executor._exec.protocol import LAUNCH, LOADER, RUN_SCRIPT
+from kubectl_executor._exec.protocol import LAUNCH, LOADER, RICH_ENV, RUN_SCRIPT, RichLimits
 from kubectl_executor.errors import (
     ForbiddenError,
     InvalidInputError,
@@ -520,7 +520,7 @@ def test_shared_resources_reuses_only_our_matching_ready_pod(make: Make, fake_ru
     assert f"{MANAGED_BY_LABEL}={MANAGED_BY}" in listing.args[3]
     # The reused pod's container env is not ours: env travels with each run.
     ex.execute_code_blocks([CodeBlock("print(1)", "python")])
-    assert fake_runner.ran_blocks[0].env == {"K": "v 1"}
+    assert fake_runner.ran_blocks[0].env == {"K": "v 1", RICH_ENV: RichLimits().env_value()}
     assert fake_runner.execs()[0].args[2] == "ours-match"
     # And stop() leaves a pod we did not create.
     ex.stop()
@@ -880,7 +880,7 @@ def test_restart_keeps_bashrc_variables_and_writes_them_into_the_new_pod(
     assert [w.args[2] for w in writes] == [first, ex.pod_name]  # once per pod
     assert b"export API_KEY='s p a c e'" in (writes[1].stdin or b"")
     ex.execute_code_blocks([CodeBlock("echo $API_KEY", "sh")])
-    assert fake_runner.ran_blocks[-1].env == {"API_KEY": "s p a c e"}
+    assert fake_runner.ran_blocks[-1].env == {"API_KEY": "s p a c e", RICH_ENV: RichLimits().env_value()}
 
 
 def test_add_no_env_vars_is_no_exec(make: Make, fake_runner: FakeRunner) -> None:

@@ -11,7 +11,7 @@ import pytest
 from kx_fakes import FakeRunner, parse_request, reply_with
 
 from kubectl_executor import KubernetesCommandLineCodeExecutor
-from kubectl_executor._exec.protocol import LAUNCH
+from kubectl_executor._exec.protocol import LAUNCH, RICH_ENV, RichLimits
 from kubectl_executor._exec.session import Session
 from kubectl_executor.errors import InvalidInputError, OutcomeUnknownError, TransientError
 from kubectl_executor.executor import SCRATCH_STEM
@@ -31,7 +31,8 @@ def test_run_is_one_block_from_a_hidden_scratch_file(make_executor: Make, fake_r
     (proc,) = fake_runner.execs()
     request = parse_request(bytes(proc.stdin))
     assert (request.path, request.runner, request.timeout) == (f"{SCRATCH_STEM}.py", "python", "7")
-    assert request.env == {"EXTRA": "x"}  # the executor's env is the pod's; this run adds its own
+    # The executor's env is the pod's; this run adds its own, and the rich-results budgets.
+    assert request.env == {"EXTRA": "x", RICH_ENV: RichLimits().env_value()}
     assert request.code == b"print(42)"
     assert (result.exit_code, result.stdout, result.stderr, result.file, result.executed) == (
         3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -14,7 +15,8 @@ pytest.importorskip("smolagents", reason="the smolagents extra is not installed"
 from smolagents.monitoring import AgentLogger, LogLevel
 from smolagents.utils import AgentError
 
-from kubectl_executor.frameworks.smolagents import KubectlExecutor, optional_imports
+from kubectl_executor.boundary import RichOutput
+from kubectl_executor.frameworks.smolagents import KubectlExecutor, main_result, optional_imports
 
 
 def test_optional_imports_skip_missing_modules_only() -> None:
@@ -44,6 +46,7 @@ class FakePod:
             stderr=done.stderr,
             timed_out=False,
             state_lost=False,
+            outputs=(),  # no display() in this machine's Python: values come back as their repr
         )
 
 
@@ -87,3 +90,43 @@ def test_install_packages_runs_pip_in_the_pod_with_quoted_names() -> None:
     )
     assert executor.install_packages(["numpy", "a b"]) == ["numpy", "a b"]
     assert pod.blocks == ["bash:python -m pip install --quiet numpy 'a b'"]
+
+
+def out(mime: str, data: str | bytes, kept: str | None = None) -> RichOutput:
+    return RichOutput(mime_type=mime, data=data, kept_path=kept)
+
+
+def tiny_png() -> bytes:
+    import PIL.Image
+
+    buffer = io.BytesIO()
+    PIL.Image.new("RGB", (3, 2), "red").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+M = "@@kx-smolagents-0123456789abcdef@@"
+
+
+def value(*items: RichOutput) -> list[RichOutput]:
+    """The outputs a step's value gives: between its two marks, amid the step's other outputs."""
+    before = [out("text/html", "<i>displayed by the step</i>"), out("text/plain", "d")]
+    figure = out("image/png", tiny_png())  # a figure left open, captured after the step
+    return [*before, out("text/plain", M + "value"), *items, out("text/plain", M + "end"), figure]
+
+
+def test_the_main_result_is_taken_as_smolagents_takes_e2bs() -> None:
+    image = main_result(value(out("image/png", tiny_png()), out("text/plain", "<Image>")), M, "repr")
+    assert (image.format, image.size) == ("PNG", (3, 2))
+    # Then E2B's order: HTML before text, JSON parsed, text/plain last.
+    assert main_result(value(out("text/html", "<table/>"), out("text/plain", "df")), M, "r") == "<table/>"
+    assert main_result(value(out("application/json", '{"a": [1]}'), out("text/plain", "x")), M, "r") == {
+        "a": [1]
+    }
+    assert main_result(value(out("text/plain", "42")), M, "r") == "42"
+    # Without the marks (no rich results in the pod, another executor's marks), or with the
+    # image kept in the pod: the text, else the repr.
+    assert main_result(value(out("text/plain", "42"))[3:], M, "repr") == "repr"
+    assert main_result(value(out("text/plain", "42")), M.replace("0", "1"), "repr") == "repr"
+    assert main_result(value(out("image/png", b"", kept="/tmp/kx-logs/x.png")), M, "repr") == "repr"
+    kept = value(out("image/png", b"", kept="/tmp/kx-logs/x.png"), out("text/plain", "<Image>"))
+    assert main_result(kept, M, "repr") == "<Image>"

@@ -20,6 +20,8 @@ INTENDED = {
     "PodOptions",
     "Resources",
     "RetryPolicy",
+    "RichOutput",
+    "ChangedFile",
     "KubectlExecutorError",
     "InvalidInputError",
     "UnsafePathError",

@@ -21,12 +21,11 @@ from typing import Any
 
 import pytest
 
-import kubectl_executor
 from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed, ShRunner, Sink, StdinData
 from kubectl_executor._exec.protocol import ExecResult, RunRequest
-from kubectl_executor._exec.session import STATE_LOST_NOTE, Session
+from kubectl_executor._exec.session import AGENT_PY, STATE_LOST_NOTE, Session
 from kubectl_executor.boundary import ClusterAccess
 from kubectl_executor.errors import OutcomeUnknownError
 
@@ -564,15 +563,14 @@ def test_a_cancel_that_overtakes_its_block_still_cancels_it(
     assert session.connects == 1
 
 
-AGENT_SOURCE = next(Path(kubectl_executor.__file__).parent.rglob("_pod/agent.py"))
-
-
 def test_a_cancel_right_after_the_first_output_interrupts_the_kernel(workdir: Path) -> None:
     """The block's first output reaches the client and its cancel comes back before the agent's
     worker thread runs again (forced here: the worker is held in Pump() until the cancel was
     handled). The kernel must already count as busy, or the cancel is lost and the block runs on
     to its deadline (a cancel reported as a timeout)."""
-    spec = importlib.util.spec_from_file_location("kx_agent_under_test", AGENT_SOURCE)
+    source = workdir / "kx_agent_under_test.py"  # as the client sends it: agent.py, then rich.py
+    source.write_bytes(AGENT_PY)
+    spec = importlib.util.spec_from_file_location("kx_agent_under_test", source)
     assert spec is not None and spec.loader is not None
     agent_mod: Any = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(agent_mod)
@@ -600,7 +598,7 @@ def test_a_cancel_right_after_the_first_output_interrupts_the_kernel(workdir: Pa
         return pump
 
     agent_mod.Pump = held_pump
-    agent = agent_mod.Agent("unit-" + req.nonce[:8], AGENT_SOURCE.read_text())
+    agent = agent_mod.Agent("unit-" + req.nonce[:8], AGENT_PY.decode())
     agent.out = Out()
     agent.running = True
     try:

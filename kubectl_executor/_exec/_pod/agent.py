@@ -8,6 +8,7 @@ start-up. Frames on stdin/stdout: 1 type byte, 4-byte big-endian payload length,
                       Q  quit
     agent -> client   H  hello (JSON)          S  started (nonce)
                       O  stdout chunk          E  stderr chunk
+                      D  rich results (JSON: outputs, files, files_truncated), before X
                       X  exit (JSON: exit_code, timed_out, truncated, log_kept, state_lost)
 
 A block runs as _pod/run.sh runs it: the file is written in work_dir, the program gets its own
@@ -19,10 +20,15 @@ interpreter killed and restarted, which the exit frame reports as ``state_lost``
 
 The pids this agent is responsible for are listed in /tmp/kx-logs/session-<id>.pids, so that
 the agent of the next connection of the same session can kill what a broken one left running.
+Rich results (rich.py, which the client appends to this text): with KX_RICH in the request's
+environment, every block's new or changed files under work_dir are listed, and a kernel block's
+display() calls, last expression value and open matplotlib figures become outputs (D frame).
 Fixed text: nothing from the user is ever spliced into it.
 """
 
+# ruff: noqa: F821 -- rich.py's names: the client sends this text with rich.py's after it
 import array
+import ast
 import fcntl
 import json
 import os
@@ -467,8 +473,9 @@ class Agent:
         if req.runner == "none":
             self.out.send(b"S", req.nonce.encode())
             return self.finish(req.nonce, 0)
+        rich = Rich(req, env, path)
         if req.runner == "kernel":
-            return self.kernel.run(req, path, env)
+            return self.kernel.run(req, path, env, rich)
         if req.runner == "python":
             argv = [which("python3", env) or which("python", env) or "python3", path]
         elif req.runner in ("sh", "bash"):
@@ -515,7 +522,37 @@ class Agent:
         proc.stdout.close()
         proc.stderr.close()
         self.active_group = None  # its line in the registry stays: start times make it harmless
+        rich.send(self.out)
         self.finish(req.nonce, code, timed_out, logs, req.budget)
+
+
+class Rich:
+    """A block's rich results: the work_dir scan taken before it, its outputs file, the report."""
+
+    def __init__(self, req, env, path):
+        self.req = req
+        self.limits = rich_limits(req.env)
+        self.scan = None
+        self.file = None
+        self.log_dir = None
+        if self.limits is None:
+            return
+        self.log_dir = writable_dir([LOG_DIR, home_logs(env), os.path.join(req.work_dir, ".kx-logs")])
+        if self.log_dir is not None:
+            self.file = os.path.join(self.log_dir, req.nonce + ".rich")
+        if self.limits["files"] >= 0:
+            self.scan = FileScan(req.work_dir, [req.path])
+
+    def send(self, out):
+        if self.limits is None:
+            return
+        try:
+            report = rich_report(self.limits, self.req.nonce, self.log_dir, self.file, self.scan)
+        except Exception as exc:  # never lose the block's outcome to its report
+            out.send(b"E", ("kubectl-executor: rich results lost: %s\n" % exc).encode())
+            return
+        if report:
+            out.send(b"D", report.encode("utf-8", "surrogateescape"))
 
 
 class Exited:
@@ -718,7 +755,7 @@ class Kernel:
         self.sock = ours
         self.agent.registry.set("kernel", self.proc.pid)
 
-    def run(self, req, path, env):
+    def run(self, req, path, env, rich):
         agent = self.agent
         if not self.alive():
             self.start(dict(agent.base_env))
@@ -727,7 +764,7 @@ class Kernel:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         agent.out.send(b"S", req.nonce.encode())
-        message = json.dumps({"path": path, "env": req.env}).encode()
+        message = json.dumps({"path": path, "env": req.env, "rich_file": rich.file}).encode()
         try:
             self.sock.sendmsg(
                 [message], [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", [out_w, err_w]))]
@@ -775,6 +812,7 @@ class Kernel:
         pump.finish(time.monotonic() + DRAIN_GRACE)
         os.close(out_r)
         os.close(err_r)
+        rich.send(agent.out)
         agent.finish(req.nonce, code, timed_out, logs, req.budget, state_lost)
 
     def reply(self, timeout):
@@ -815,6 +853,10 @@ def kernel_main(fd):
     namespace.clear()
     namespace.update({"__name__": "__main__", "__builtins__": builtins, "__doc__": None})
     base_env = dict(os.environ)
+    base_env.setdefault("MPLBACKEND", "Agg")  # figures are drawn headless, then become outputs
+    sink = RichSink(None)
+    builtins.display = sink.display
+    sys.meta_path.insert(0, PyplotHook(sink))
     fd_size = array.array("i").itemsize
     while True:
         early[0] = None
@@ -840,7 +882,8 @@ def kernel_main(fd):
         os.close(fds[0])
         os.close(fds[1])
         sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
-        code = _kernel_exec(request, namespace, base_env, busy, early)
+        sink.path = request.get("rich_file")
+        code = _kernel_exec(request, namespace, base_env, busy, early, sink)
         os.dup2(devnull, 1)
         os.dup2(devnull, 2)
         try:
@@ -849,7 +892,7 @@ def kernel_main(fd):
             sock.send(json.dumps({"exit_code": code}).encode())
 
 
-def _kernel_exec(request, namespace, base_env, busy, early):
+def _kernel_exec(request, namespace, base_env, busy, early, sink):
     path = request["path"]
     os.environ.clear()
     os.environ.update(base_env)
@@ -867,7 +910,16 @@ def _kernel_exec(request, namespace, base_env, busy, early):
             raise KeyboardInterrupt
         with open(path, "rb") as fh:
             source = fh.read()
-        exec(compile(source, path, "exec"), namespace)
+        # As a notebook cell: the value of a last expression is displayed (unless None).
+        tree = compile(source, path, "exec", ast.PyCF_ONLY_AST)
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, path, "exec"), namespace)
+        if last is not None:
+            value = eval(compile(last, path, "eval"), namespace)
+            if value is not None:
+                sink.display(value)
     except SystemExit as exc:
         code = _exit_code(exc.code)
     except BaseException:
@@ -884,6 +936,10 @@ def _kernel_exec(request, namespace, base_env, busy, early):
             pass
     finally:
         busy[0] = False
+    try:
+        sink.flush()
+    except BaseException:
+        pass
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()

@@ -13,9 +13,15 @@ payload); the deadline TERMs, then kill_after later KILLs the whole group (124, 
 was needed); what the block leaves behind, and what escaped the group but carries KX_RUN=<nonce>
 in its environment, is killed when it ends. The full output stays in the log directory when a
 stream goes over budget; output within budget never touches the disk.
+
+Rich results (rich.py, put in front of this text by the client): when the request's environment
+carries KX_RICH, the files the block created or changed under work_dir are listed, and a Python
+block run here leaves its open matplotlib figures (and what it passed to display()) as outputs;
+they come as a frame ``__KX_RICH_<nonce>__ <n>\n`` + JSON before the tool frame and the marker.
 Fixed text: nothing from the user is ever spliced into it.
 """
 
+# ruff: noqa: F821 -- rich.py's names: the client sends this text with rich.py's in front of it
 import fcntl
 import os
 import select
@@ -320,18 +326,25 @@ def run_python_here(path, code, argv):
     main.__file__ = path
     main.__cached__ = None
     main.__builtins__ = sys.modules["builtins"]
+    rich_file = os.environ.get(RICH_FILE_ENV)
+    sink = RichSink(rich_file)  # display() and the figures left open: outputs, written at the end
+    if rich_file:
+        sys.meta_path.insert(0, PyplotHook(sink))
+        main.__builtins__.display = sink.display
     sys.modules["__main__"] = main
     sys.argv = argv
     sys.path[0] = os.path.dirname(os.path.realpath(path))
     try:
         exec(compile(code, path, "exec"), main.__dict__)
     except SystemExit:
+        sink.flush()  # before matplotlib's own exit handler closes the figures
         raise  # the interpreter's own exit: code, message, atexit, flushing, threads
     except BaseException as exc:
         tb = exc.__traceback__
         while tb is not None and tb.tb_frame.f_code.co_filename != path:
             tb = tb.tb_next  # our frames are not the program's
         sys.excepthook(type(exc), exc.with_traceback(tb), tb)
+        sink.flush()
         if isinstance(exc, KeyboardInterrupt):  # as the interpreter does: die of SIGINT
             sys.stdout.flush()
             import signal
@@ -339,6 +352,7 @@ def run_python_here(path, code, argv):
             signal.signal(SIGINT, signal.SIG_DFL)
             os.kill(os.getpid(), SIGINT)
         sys.exit(1)
+    sink.flush()
     sys.exit(0)
 
 
@@ -379,6 +393,9 @@ def prepare(req, out):
         return fail(out, 2, "no tool runner at %s: call install_pod_dispatcher() first" % req.path)
     env = dict(os.environ)
     env.update(req.env)
+    if req.runner == "python" and out.log_dir and rich_limits(req.env) is not None:
+        env[RICH_FILE_ENV] = os.path.join(out.log_dir, req.nonce + ".rich")
+        env.setdefault("MPLBACKEND", "Agg")  # figures are drawn headless, then captured
     env.update(
         PYTHONUNBUFFERED="1",
         KX_RUN=req.nonce,
@@ -437,6 +454,20 @@ def emit_result(out, path):
             out.open[0] = write_all(1, data)
 
 
+def emit_rich(out, limits, scan, rich_file):
+    """The block's rich results (outputs, changed files) as a frame, if it has any."""
+    try:
+        report = rich_report(limits, out.req.nonce, out.log_dir, rich_file, scan)
+    except Exception as exc:  # never lose the block's outcome to its report
+        out.message("rich results lost: %s" % exc)
+        return
+    if report:
+        data = report.encode("utf-8", "surrogateescape")
+        out.marker("__KX_RICH_%s__ %d\n" % (out.req.nonce, len(data)))
+        if out.open[0]:
+            out.open[0] = write_all(1, data)
+
+
 def main():
     try:  # our own session: a kill of the exec's process group (a runtime cleaning up after a
         os.setsid()  # dropped client) must not take the deadline keeper and leave the block
@@ -452,6 +483,10 @@ def main():
     if prepared is None:
         return 0
     argv, env = prepared
+    limits = rich_limits(req.env) if req.runner != "call" else None
+    scan = None
+    if limits is not None and limits["files"] >= 0:
+        scan = FileScan(req.work_dir, [os.path.relpath(req.path, req.work_dir)])
     here = req.runner in ("python", "call") and not any(
         key.startswith(FORK_UNSAFE_ENV) and key != "PYTHONUNBUFFERED" for key in req.env
     )
@@ -487,6 +522,8 @@ def main():
             os.unlink(pid_file)
         except OSError:
             pass
+    if limits is not None:
+        emit_rich(out, limits, scan, env.get(RICH_FILE_ENV))
     emit_result(out, env["KX_TOOL_RESULT"])
     out.finish(code, timed_out)
     return 0
