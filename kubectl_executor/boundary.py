@@ -8,6 +8,7 @@ their logic (kubectl.py, manifest.py, results.py, dispatcher.py) re-export them 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import (
@@ -21,9 +22,16 @@ from pydantic import (
     model_validator,
 )
 
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, WORK_DIR
+from .errors import InvalidInputError
+
 
 class ClusterAccess(BaseModel):
-    """How to reach the cluster. Every field is optional: unset means "as kubectl would"."""
+    """How to reach the cluster. Every field is optional: unset means "as kubectl would".
+
+    The one definition of cluster access: every facade takes it as ``access=`` (their separate
+    keywords, the seed's among them, map onto it with :meth:`of`), and the integrations build it
+    from their settings with :meth:`pick`."""
 
     model_config = ConfigDict(frozen=True, defer_build=True)
 
@@ -35,6 +43,26 @@ class ClusterAccess(BaseModel):
     kube_token: SecretStr | None = None
     certificate_authority: str | None = None
     insecure_skip_tls_verify: bool = False
+
+    @classmethod
+    def pick(cls, values: Mapping[str, Any]) -> ClusterAccess:
+        """The access fields of a keyword mapping (settings, an executor's keywords); others and
+        unset (None) values are ignored."""
+        return cls(**{k: v for k, v in values.items() if k in cls.model_fields and v is not None})
+
+    @classmethod
+    def of(cls, access: ClusterAccess | None, **fields: Any) -> ClusterAccess:
+        """``access`` as given, else one made of a facade's separate keywords; both is an error."""
+        if access is None:
+            return cls.pick(fields)
+        given = sorted(k for k, v in fields.items() if v is not None and v is not False)
+        if given:
+            raise InvalidInputError(f"pass access= or {', '.join(given)}, not both")
+        return access
+
+    def with_namespace(self, namespace: str | None) -> ClusterAccess:
+        """The same access in ``namespace`` (None: unchanged)."""
+        return self if namespace is None else self.model_copy(update={"namespace": namespace})
 
 
 class Resources(BaseModel):
@@ -55,15 +83,15 @@ class PodOptions(BaseModel):
     model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
-    image: str = "python:3-slim"
-    work_dir: str = "/workspace"
+    image: str = IMAGE
+    work_dir: str = WORK_DIR
     shared_pvc_name: str | None = None
     node: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
     workspace_size_limit: str | None = "2Gi"
-    active_deadline_seconds: int | None = 6 * 3600
+    active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS
     # Restricted Pod Security profile unless hardened=False.
     hardened: bool = True
     run_as_user: int = 1000

@@ -8,3 +8,18 @@ RUN_TIMEOUT = 60
 MCP_RUN_TIMEOUT = 45
 """Seconds an MCP run may take unless the call says otherwise: below the TypeScript SDK's 60 s default
 request timeout, so that the client gets exit code 124 rather than timing out itself."""
+
+IMAGE = "python:3-slim"
+"""The container image unless configured (the seed's default)."""
+
+WORK_DIR = "/workspace"
+"""The work directory in the pod (an emptyDir, or the shared claim's mount)."""
+
+STARTUP_TIMEOUT = 300.0
+"""Seconds to wait for a pod to become ready."""
+
+MAX_OUTPUT_BYTES = 4 * 1024 * 1024
+"""Bytes of each stream kept in a result (the full log stays in the pod)."""
+
+ACTIVE_DEADLINE_SECONDS = 6 * 3600
+"""The pod's activeDeadlineSeconds: a pod whose client vanished ends by itself."""

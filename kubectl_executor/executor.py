@@ -6,7 +6,8 @@ deleted on stop, and typed errors for everything that is not the user's code's o
 
 Longer than the ~600 lines other modules keep to, for one reason: this is the one class the seed's
 users import, so its constructor keeps the seed's keyword arguments and every public method is
-documented here; the work itself is in :mod:`kubectl_executor._exec` and ``_cluster``.
+documented here (the file and tool methods hand over to the :class:`PodFiles` and :class:`PodTools`
+it holds); the work itself is in :mod:`kubectl_executor._exec` and ``_cluster``.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import threading
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path, PurePath, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
@@ -37,7 +38,7 @@ from ._cluster.manifest import (
 from ._cluster.pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
 from ._cluster.retry import RetryPolicy, call_with_retry
 from ._cluster.runner import Runner
-from ._exec.dispatcher import ToolsMixin
+from ._exec.dispatcher import PodTools
 from ._exec.languages import (
     DEFAULT_EXECUTION_POLICIES,
     LANGUAGES,
@@ -67,8 +68,9 @@ from ._exec.protocol import (
     new_nonce,
 )
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
-from ._exec.transfer import FilesMixin
-from .defaults import RUN_TIMEOUT
+from ._exec.tar import DEFAULT_EXCLUDES, TransferLimits
+from ._exec.transfer import PodFiles
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, RUN_TIMEOUT, STARTUP_TIMEOUT, WORK_DIR
 from .errors import (
     ExecNotStartedError,
     InvalidInputError,
@@ -83,7 +85,14 @@ from .errors import (
 if TYPE_CHECKING:
     from ._cluster.models import Pod
     from ._exec.session import Session
-    from .boundary import ChangedFile, CommandLineCodeResult, Resources, RichOutput
+    from .boundary import (
+        ChangedFile,
+        ClusterAccess,
+        CommandLineCodeResult,
+        Resources,
+        RichOutput,
+        ToolCommandLineCodeResult,
+    )
     from .pool import WarmPool
 
 logger = logging.getLogger(__name__)
@@ -127,21 +136,25 @@ class BlockResult:
     files_truncated: bool = False  # the scan was cut (file count or bytes hashed): maybe more
 
 
-class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
+class KubernetesCommandLineCodeExecutor:
     """Runs code blocks in a Kubernetes pod, through kubectl only.
 
     The seed's positional parameters come first and keep their meaning; everything after ``*``
     is ours. The pod is created by the constructor (``start=False`` defers it to
     :meth:`start`), and deleted by :meth:`stop`, the ``with`` exit, or (best effort) at exit.
+    Files and tool functions are done by the :class:`PodFiles` and :class:`PodTools` it holds.
     """
+
+    transfer_limits: TransferLimits = TransferLimits()
+    """Caps for downloads; set on an executor to change its defaults."""
 
     def __init__(
         self,
-        image: str = "python:3-slim",
+        image: str = IMAGE,
         pod_name: str | None = None,
         namespace: str | None = None,
         timeout: int = RUN_TIMEOUT,
-        work_dir: Path | str = Path("/workspace"),
+        work_dir: Path | str = Path(WORK_DIR),
         execution_policies: dict[str, bool] | None = None,
         remote_control_plane: str | None = None,
         kube_token: str | None = None,
@@ -155,8 +168,8 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         context: str | None = None,
         certificate_authority: str | None = None,
         insecure_skip_tls_verify: bool = False,
-        startup_timeout: float = 300.0,
-        max_output_bytes: int = 4 * 1024 * 1024,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
         max_rich_output_bytes: int = 8 * 1024 * 1024,
         max_rich_bytes: int = 32 * 1024 * 1024,
         list_files: bool = True,
@@ -170,7 +183,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         runtime_class_name: str | None = None,
         network_policy: bool = False,
         owner_reference: bool | dict[str, Any] | None = None,
-        active_deadline_seconds: int | None = 6 * 3600,
+        active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         labels: dict[str, str] | None = None,
         pod_overrides: dict[str, Any] | None = None,
         on_output: OutputCallback | None = None,
@@ -179,6 +192,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         session: bool = False,
         stateful: bool = False,
         pool: WarmPool | None = None,
+        access: ClusterAccess | None = None,
     ) -> None:
         if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 1:
             raise InvalidInputError(
@@ -195,6 +209,20 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         work = PurePosixPath(str(work_dir))
         if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
             raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
+        from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
+
+        access = ClusterAccess.of(
+            access,
+            kubectl=kubectl,
+            kubeconfig=kubeconfig,
+            context=context,
+            namespace=namespace,
+            remote_control_plane=remote_control_plane,
+            kube_token=kube_token,
+            certificate_authority=certificate_authority,
+            insecure_skip_tls_verify=insecure_skip_tls_verify,
+        )
+        namespace = access.namespace
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
         if pod_name is not None:
@@ -223,8 +251,6 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
         self._bashrc_env: dict[str, str] = {}  # from add_env_vars_to_bashrc: kept across restart()
         self._created = False  # True while a pod that WE created exists
         self._pod: Pod | None = None
-        from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
-
         self._pod_options = PodOptions(
             name=self._pod_name,
             image=image,
@@ -242,20 +268,7 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             active_deadline_seconds=active_deadline_seconds,
             pod_overrides=pod_overrides or {},
         )
-        self._kubectl = Kubectl(
-            ClusterAccess(
-                kubectl=kubectl,
-                kubeconfig=kubeconfig,
-                context=context,
-                namespace=namespace,
-                remote_control_plane=remote_control_plane,
-                kube_token=kube_token,
-                certificate_authority=certificate_authority,
-                insecure_skip_tls_verify=insecure_skip_tls_verify,
-            ),
-            runner=runner,
-            retry=retry,
-        )
+        self._kubectl = Kubectl(access, runner=runner, retry=retry)
         self._namespace = namespace
         # Default-deny egress NetworkPolicy with the pod (kubectl_executor._cluster.netpol says how to relax it).
         self._network_policy = network_policy
@@ -270,6 +283,10 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             raise InvalidInputError("pool= must have the executor's work_dir and namespace")
         self._pool = pool
         self._from_pool = False  # the pod was claimed from self._pool
+        self._files = PodFiles(self)
+        self._tools = PodTools(
+            self._files, lambda request, callback: self._execute(request, callback, stateless=True)
+        )
         _live.add(self)
         if start:
             self.start()
@@ -770,6 +787,115 @@ class KubernetesCommandLineCodeExecutor(FilesMixin, ToolsMixin):
             self._kubectl.run(args, timeout=30, check=False)
         except KubectlExecutorError as exc:
             logger.warning("could not stop the timed-out run in pod %s: %s", self._pod_name, exc)
+
+    # -- files (PodFiles) -------------------------------------------------------------------------
+
+    def upload_file_content(
+        self, relative_path: str | PurePath, content: str | bytes, *, timeout: float | None = None
+    ) -> str:
+        """Write ``content`` (str as UTF-8, or bytes) at ``relative_path`` under work_dir.
+
+        Returns the pod path. The file appears whole or not at all."""
+        return self._files.upload_file_content(relative_path, content, timeout=timeout)
+
+    def upload_from_disk(
+        self,
+        local_path: str | os.PathLike[str],
+        *,
+        remote_prefix: str = "",
+        encoding: str = "utf-8",
+        exclude: Sequence[str] = DEFAULT_EXCLUDES,
+        timeout: float | None = None,
+    ) -> list[str]:
+        """Upload a local file, or every file of a tree, into work_dir in ONE exec.
+
+        A file lands at ``<remote_prefix>/<name>``, a tree's files at
+        ``<remote_prefix>/<path inside the tree>``. ``exclude`` holds glob patterns matched
+        against each path component (default: ``__pycache__`` and dot-names, like the seed).
+        Files travel byte for byte (binary included); ``encoding`` is accepted for the seed's
+        signature and not needed. Returns the pod paths written.
+        """
+        return self._files.upload_from_disk(
+            local_path, remote_prefix=remote_prefix, encoding=encoding, exclude=exclude, timeout=timeout
+        )
+
+    def download_file(
+        self,
+        remote_path: str | PurePath,
+        local_path: str | os.PathLike[str],
+        *,
+        limits: TransferLimits | None = None,
+        timeout: float | None = None,
+    ) -> Path:
+        """Copy one regular file from the pod (relative to work_dir, or absolute under work_dir or
+        the run-log directory) to ``local_path``, replacing it atomically. Returns the local path."""
+        return self._files.download_file(remote_path, local_path, limits=limits, timeout=timeout)
+
+    def download_dir(
+        self,
+        remote_dir: str | PurePath,
+        local_dir: str | os.PathLike[str],
+        *,
+        overwrite: bool = False,
+        skip_unsafe: bool = False,
+        limits: TransferLimits | None = None,
+        timeout: float | None = None,
+    ) -> list[Path]:
+        """Copy a directory of the pod (``""`` = all of work_dir) to ``local_dir``.
+
+        ``local_dir`` must not exist (or be empty) unless ``overwrite``, which replaces it whole.
+        Links, devices and fifos make the download fail, or with ``skip_unsafe`` are left out.
+        Returns the local files written."""
+        return self._files.download_dir(
+            remote_dir,
+            local_dir,
+            overwrite=overwrite,
+            skip_unsafe=skip_unsafe,
+            limits=limits,
+            timeout=timeout,
+        )
+
+    # -- tool functions (PodTools) --------------------------------------------------------------
+
+    def install_pod_dispatcher(
+        self, *, default_module: str = "robin_user", runner_filename: str = "executor.py"
+    ) -> str:
+        """Upload the tool runner to ``runner_filename`` under work_dir; returns its pod path.
+
+        Upload your code first (:meth:`upload_from_disk`); ``default_module`` is imported when a
+        call names no module."""
+        return self._tools.install(default_module, runner_filename)
+
+    def execute_tool_function(
+        self,
+        arguments: dict[str, Any] | str,
+        func_name: str,
+        *,
+        module: str | None = None,
+        runner_script: str = "executor.py",
+        timeout: float | None = None,
+        on_output: OutputCallback | None = None,
+    ) -> ToolCommandLineCodeResult:
+        """Call ``module.func_name(**arguments)`` in the pod through the runner at ``runner_script``.
+
+        Seed semantics: ``arguments`` is a dict or a JSON string (bad JSON -> ValueError, anything
+        else -> TypeError, raised here before any kubectl call); ``module`` defaults to the
+        runner's default; ``output`` is what the call printed, including a non-None result; an
+        exception in the pod (a TypeError for mismatched arguments too) is exit code 1, not an
+        exception here. ``tool_result`` carries the structure (None with a runner that writes none).
+        Always the stateless path: a session's agent runs code blocks, not tool calls.
+        """
+        return self._tools.call(
+            arguments,
+            func_name,
+            module=module,
+            runner_script=runner_script,
+            work_dir=self._work_dir,
+            timeout=timeout if timeout is not None else self._timeout,
+            budget=self._max_output_bytes,
+            env=dict(self._extra_env),
+            on_output=on_output or self._on_output,
+        )
 
     # -- the seed's other members -------------------------------------------------------------
 

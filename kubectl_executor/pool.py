@@ -50,6 +50,7 @@ from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
 from .boundary import ClusterAccess, PodOptions, Resources
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, STARTUP_TIMEOUT, WORK_DIR
 from .errors import (
     ConflictError,
     InvalidInputError,
@@ -69,20 +70,21 @@ class WarmPool:
     """Keeps ``size`` Ready pods of one spec; :meth:`claim` hands one out exclusively.
 
     ``kubectl`` is a :class:`Kubectl` to share, or the kubectl binary (like the executor's
-    ``kubectl=``). Pod options mean what they mean on the executor.
+    ``kubectl=``); ``access=`` is the cluster access as one :class:`ClusterAccess` instead.
+    Pod options mean what they mean on the executor.
     """
 
     def __init__(
         self,
         size: int = 2,
-        image: str = "python:3-slim",
+        image: str = IMAGE,
         *,
         name: str = "default",
         namespace: str | None = None,
         kubectl: Kubectl | str | None = None,
         kubeconfig: str | None = None,
         context: str | None = None,
-        work_dir: str = "/workspace",
+        work_dir: str = WORK_DIR,
         env: dict[str, str] | None = None,
         labels: dict[str, str] | None = None,
         resources: Resources | None = None,
@@ -90,18 +92,29 @@ class WarmPool:
         run_as_user: int = 1000,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
-        active_deadline_seconds: int | None = 6 * 3600,
+        active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         pod_overrides: dict[str, Any] | None = None,
-        startup_timeout: float = 300.0,
+        startup_timeout: float = STARTUP_TIMEOUT,
         reuse: bool = False,
         refill_interval: float = 5.0,
         runner: Runner | None = None,
         retry: RetryPolicy | None = None,
         start: bool = True,
+        access: ClusterAccess | None = None,
     ) -> None:
         if not isinstance(size, int) or size < 0:
             raise InvalidInputError("size must be an int >= 0")
         validate_dns_label(name, "pool name")
+        if isinstance(kubectl, Kubectl):
+            shared: Kubectl | None = kubectl
+            if access is not None:
+                raise InvalidInputError("pass access= or a Kubectl as kubectl=, not both")
+        else:
+            shared = None
+            access = ClusterAccess.of(
+                access, kubectl=kubectl, kubeconfig=kubeconfig, context=context, namespace=namespace
+            )
+            namespace = access.namespace
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
         if not work_dir.startswith("/"):
@@ -129,15 +142,8 @@ class WarmPool:
             active_deadline_seconds=active_deadline_seconds,
             pod_overrides=pod_overrides or {},
         )
-        self._owns_kubectl = not isinstance(kubectl, Kubectl)
-        if isinstance(kubectl, Kubectl):
-            self._kubectl = kubectl
-        else:
-            self._kubectl = Kubectl(
-                ClusterAccess(kubectl=kubectl, kubeconfig=kubeconfig, context=context, namespace=namespace),
-                runner=runner,
-                retry=retry,
-            )
+        self._owns_kubectl = shared is None
+        self._kubectl = shared if shared is not None else Kubectl(access, runner=runner, retry=retry)
         self.namespace = namespace or self._kubectl.access.namespace
         self._cond = threading.Condition()
         # Own pods seen Ready and unclaimed (with their resourceVersion): a claim tries these

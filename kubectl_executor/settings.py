@@ -16,13 +16,16 @@ Library use::
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ._cluster.manifest import validate_dns_label
-from .defaults import RUN_TIMEOUT
+from .defaults import IMAGE, RUN_TIMEOUT, STARTUP_TIMEOUT, WORK_DIR
+
+if TYPE_CHECKING:
+    from .boundary import ClusterAccess
 
 ENV_PREFIX = "KUBECTL_EXECUTOR_"
 
@@ -42,10 +45,12 @@ class Settings(BaseSettings):
     kubeconfig: str | None = Field(None, description="kubeconfig file (else kubectl's default)")
     context: str | None = Field(None, description="kubeconfig context (else the current one)")
     namespace: str | None = Field(None, description="namespace (else the context's)")
-    image: str | None = Field(None, description="container image (default python:3-slim)")
+    image: str | None = Field(None, description=f"container image (default {IMAGE})")
     timeout: int | None = Field(None, ge=1, description=f"seconds per code block (default {RUN_TIMEOUT})")
-    work_dir: str | None = Field(None, description="workspace path in the pod (default /workspace)")
-    startup_timeout: float | None = Field(None, gt=0, description="seconds to wait for the pod (default 300)")
+    work_dir: str | None = Field(None, description=f"workspace path in the pod (default {WORK_DIR})")
+    startup_timeout: float | None = Field(
+        None, gt=0, description=f"seconds to wait for the pod (default {STARTUP_TIMEOUT:g})"
+    )
     max_output_bytes: int | None = Field(None, ge=1024, description="per stream kept in the result")
     remote_control_plane: str | None = Field(None, description="API server URL for bearer-token mode")
     certificate_authority: str | None = Field(None, description="CA file or PEM for bearer-token mode")
@@ -63,6 +68,12 @@ class Settings(BaseSettings):
         if field not in cls.model_fields:
             raise KeyError(field)
         return f"{ENV_PREFIX}{field.upper()}"
+
+    def cluster_access(self) -> ClusterAccess:
+        """The cluster access these settings give (the token, from ``KUBE_TOKEN``, is read later)."""
+        from .boundary import ClusterAccess
+
+        return ClusterAccess.pick(self.model_dump())
 
     def executor_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keywords for ``KubernetesCommandLineCodeExecutor``: only what is set, plus ``overrides``."""

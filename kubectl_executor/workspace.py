@@ -117,6 +117,7 @@ class WorkspaceVolume:
         insecure_skip_tls_verify: bool = False,
         runner: Runner | None = None,
         retry: RetryPolicy | None = None,
+        access: ClusterAccess | None = None,
     ) -> None:
         try:
             self._options = WorkspaceOptions(
@@ -138,14 +139,8 @@ class WorkspaceVolume:
             raise InvalidInputError("manage=False needs the name of an existing claim")
         if not manage and host_path is not None:
             raise InvalidInputError("host_path makes a volume; it cannot go with manage=False")
-        if namespace is not None:
-            validate_dns_label(namespace, "namespace")
-        self._manage = manage
-        self._keep = keep
-        self._name = name or generate_claim_name()
-        self._namespace = namespace
-        self._session_id = new_nonce()[:16]
-        self._access = ClusterAccess(
+        self._access = ClusterAccess.of(
+            access,
             kubectl=kubectl,
             kubeconfig=kubeconfig,
             context=context,
@@ -155,6 +150,14 @@ class WorkspaceVolume:
             certificate_authority=certificate_authority,
             insecure_skip_tls_verify=insecure_skip_tls_verify,
         )
+        namespace = self._access.namespace
+        if namespace is not None:
+            validate_dns_label(namespace, "namespace")
+        self._manage = manage
+        self._keep = keep
+        self._name = name or generate_claim_name()
+        self._namespace = namespace
+        self._session_id = new_nonce()[:16]
         self._kubectl = Kubectl(self._access, runner=runner, retry=retry)
         self._created_claim = False
         self._volume_name: str | None = None  # the static volume we created
@@ -427,16 +430,12 @@ class WorkspaceVolume:
         :meth:`stop` stops it too."""
         if not self._started:
             raise InvalidInputError("start() the workspace before making executors on it")
-        token = self._access.kube_token.get_secret_value() if self._access.kube_token else None
+        # The caller's access keywords (namespace=, context=...) win over this workspace's.
+        mine = self._access.with_namespace(self.namespace).model_dump()
+        theirs = {k: kwargs.pop(k) for k in list(kwargs) if k in ClusterAccess.model_fields}
+        access = kwargs.pop("access", None) or ClusterAccess(**{**mine, **theirs})
         options: dict[str, Any] = {
-            "namespace": self.namespace,
-            "kubectl": self._access.kubectl,
-            "kubeconfig": self._access.kubeconfig,
-            "context": self._access.context,
-            "remote_control_plane": self._access.remote_control_plane,
-            "kube_token": token,
-            "certificate_authority": self._access.certificate_authority,
-            "insecure_skip_tls_verify": self._access.insecure_skip_tls_verify,
+            "access": access,
             "runner": self._kubectl.runner,
             "retry": self._kubectl.retry,
             "shared_pvc_name": self._name,

@@ -1,7 +1,7 @@
 """Tool functions: call ``module.function(**arguments)`` in the pod, get the seed's result plus structure.
 
 The in-pod runner (``_pod/tool_runner.py``, stdlib only) is uploaded by
-:meth:`ToolsMixin.install_pod_dispatcher` or baked into the image. Each call is one exec of the
+:meth:`~kubectl_executor.KubernetesCommandLineCodeExecutor.install_pod_dispatcher` or baked into the image. Each call is one exec of the
 fixed ``_pod/run.sh`` with runner ``call``: the JSON payload travels on stdin, straight into the
 runner's stdin (no parameter file), under the same completion marker and in-pod deadline as code.
 
@@ -17,16 +17,17 @@ from __future__ import annotations
 import json
 import logging
 import re
-from pathlib import Path, PurePath
+from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._cluster.kubectl import Kubectl
 from ..errors import InvalidInputError
 from .protocol import TIMEOUT_NOTE, ExecResult, OutputCallback, RunRequest, pod_file
 from .tar import pod_relative
 
 if TYPE_CHECKING:
     from ..boundary import ToolCallResult, ToolCommandLineCodeResult
+    from .transfer import PodFiles
 
 logger = logging.getLogger(__name__)
 
@@ -113,73 +114,51 @@ def _cut_tail(data: bytes, n: int) -> bytes:
     return data[: len(data) - n] if 0 < n <= len(data) else data
 
 
-class ToolsMixin:
-    """Tool-function methods of :class:`~kubectl_executor.KubernetesCommandLineCodeExecutor`."""
+class PodTools:
+    """Tool functions in a pod (the executor's tool methods): the runner goes in with ``files``,
+    each call is one stateless ``execute`` of a :class:`RunRequest`."""
 
-    _kubectl: Kubectl
-    _pod_name: str
-    _work_dir: Path
-    _timeout: int
-    _max_output_bytes: int
-    _extra_env: dict[str, str]
-    _on_output: OutputCallback | None
+    def __init__(
+        self, files: PodFiles, execute: Callable[[RunRequest, OutputCallback | None], ExecResult]
+    ) -> None:
+        self._files = files
+        self._execute = execute
 
-    if TYPE_CHECKING:
+    def install(self, default_module: str, runner_filename: str) -> str:
+        """Upload the tool runner to ``runner_filename`` under work_dir; returns its pod path."""
+        return self._files.upload_file_content(runner_filename, runner_source(default_module))
 
-        def _ensure_pod(self) -> None: ...
-
-        def _execute(
-            self, request: RunRequest, callback: OutputCallback | None, *, stateless: bool = False
-        ) -> ExecResult: ...
-
-        def upload_file_content(
-            self, relative_path: str | PurePath, content: str | bytes, *, timeout: float | None = None
-        ) -> str: ...
-
-    def install_pod_dispatcher(
-        self, *, default_module: str = "robin_user", runner_filename: str = "executor.py"
-    ) -> str:
-        """Upload the tool runner to ``runner_filename`` under work_dir; returns its pod path.
-
-        Upload your code first (:meth:`upload_from_disk`); ``default_module`` is imported when a
-        call names no module."""
-        return self.upload_file_content(runner_filename, runner_source(default_module))
-
-    def execute_tool_function(
+    def call(
         self,
         arguments: dict[str, Any] | str,
         func_name: str,
         *,
-        module: str | None = None,
-        runner_script: str = "executor.py",
-        timeout: float | None = None,
-        on_output: OutputCallback | None = None,
+        module: str | None,
+        runner_script: str,
+        work_dir: Path,
+        timeout: float,
+        budget: int,
+        env: dict[str, str],
+        on_output: OutputCallback | None,
     ) -> ToolCommandLineCodeResult:
-        """Call ``module.func_name(**arguments)`` in the pod through the runner at ``runner_script``.
-
-        Seed semantics: ``arguments`` is a dict or a JSON string (bad JSON -> ValueError, anything
-        else -> TypeError, raised here before any kubectl call); ``module`` defaults to the
-        runner's default; ``output`` is what the call printed, including a non-None result; an
-        exception in the pod (a TypeError for mismatched arguments too) is exit code 1, not an
-        exception here. ``tool_result`` carries the structure (None with a runner that writes none).
-        """
+        """``module.func_name(**arguments)`` through the runner at ``runner_script`` (see
+        :meth:`~kubectl_executor.KubernetesCommandLineCodeExecutor.execute_tool_function`)."""
         args = parse_arguments(arguments)
         payload = encode_payload(func_name, args, module)
-        _, runner = pod_relative(runner_script, [str(self._work_dir)])
-        seconds = float(timeout if timeout is not None else self._timeout)
+        _, runner = pod_relative(runner_script, [str(work_dir)])
+        seconds = float(timeout)
         if seconds < 1:
             raise InvalidInputError("timeout must be >= 1 second")
         request = RunRequest(
             code=payload,
-            work_dir=str(self._work_dir),
+            work_dir=str(work_dir),
             path=runner,
             runner="call",
             timeout=seconds,
-            budget=self._max_output_bytes,
-            env=dict(self._extra_env),
+            budget=budget,
+            env=env,
         )
-        # Always the stateless path: a session's agent runs code blocks, not tool calls.
-        done = self._execute(request, on_output or self._on_output, stateless=True)
+        done = self._execute(request, on_output)
         output = (done.stdout + done.stderr).decode(errors="replace")
         if done.timed_out:
             output += "\n" + TIMEOUT_NOTE.format(timeout=seconds)
@@ -188,7 +167,7 @@ class ToolsMixin:
         return ToolCommandLineCodeResult(
             exit_code=done.exit_code,
             output=output,
-            code_file=f"{self._work_dir}/{runner}",
+            code_file=f"{work_dir}/{runner}",
             stdout=done.stdout.decode(errors="replace"),
             stderr=done.stderr.decode(errors="replace"),
             timed_out=done.timed_out,
@@ -199,7 +178,7 @@ class ToolsMixin:
 
 
 __all__ = [
-    "ToolsMixin",
+    "PodTools",
     "build_tool_result",
     "encode_payload",
     "parse_arguments",

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
+from ..defaults import WORK_DIR
 from ..errors import UnsafePathError
 
 
@@ -141,7 +142,7 @@ def validate_relative_path(path: str) -> str:
     return str(PurePosixPath(*parts))
 
 
-def workspace_relative(path: str, work_dir: str = "/workspace") -> str:
+def workspace_relative(path: str, work_dir: str = WORK_DIR) -> str:
     """A file-name hint as a path relative to ``work_dir``, normalised; refused if it leaves it.
 
     Like the seed, an absolute path inside ``work_dir`` and ``..`` that stays inside are accepted
@@ -158,9 +159,7 @@ def workspace_relative(path: str, work_dir: str = "/workspace") -> str:
     return validate_relative_path(posixpath.relpath(full, root))
 
 
-def code_filename(
-    code: str, language: Language, name: str | None = None, work_dir: str = "/workspace"
-) -> str:
+def code_filename(code: str, language: Language, name: str | None = None, work_dir: str = WORK_DIR) -> str:
     """The hinted name, else the seed's ``tmp_code_<md5>.<lang>``.
 
     With ``name`` (the block's language as written) ``<lang>`` is the seed's name for it:
@@ -176,7 +175,7 @@ def code_filename(
     return f"tmp_code_{digest}.{extension}"
 
 
-def block_file(code: str, name: str, work_dir: str = "/workspace") -> str | None:
+def block_file(code: str, name: str, work_dir: str = WORK_DIR) -> str | None:
     """The pod path a block of language ``name`` is written to, known before it runs (an
     adapter names it for a block cancelled before its result came back); None where the block
     would be refused (unsupported language, a hinted name outside the workspace)."""

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from .._cluster.manifest import validate_env_name, validate_env_value
 from .._cluster.runner import Sink
+from ..defaults import MAX_OUTPUT_BYTES
 from ..errors import InvalidInputError
 
 LOG_DIR = "/tmp/kx-logs"
@@ -154,7 +155,7 @@ class RunRequest:
     runner: str | None
     timeout: float
     kill_after: float = 2.0
-    budget: int = 4 * 1024 * 1024
+    budget: int = MAX_OUTPUT_BYTES
     env: dict[str, str] = field(default_factory=dict)
     nonce: str = field(default_factory=new_nonce)
 

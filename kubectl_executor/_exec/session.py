@@ -39,6 +39,7 @@ from .._cluster.kubectl import Kubectl, classify_failure, redact
 from .._cluster.manifest import CONTAINER, validate_dns_label
 from .._cluster.retry import call_with_retry
 from .._cluster.runner import Process
+from ..defaults import MAX_OUTPUT_BYTES
 from ..errors import (
     InvalidInputError,
     KubectlError,
@@ -314,7 +315,7 @@ class Session:
         *,
         container: str = CONTAINER,
         stateful: bool = False,
-        max_output_bytes: int = 4 * 1024 * 1024,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
         session_id: str | None = None,
         connect_timeout: float = 60.0,
         deadline_margin: float = 30.0,

@@ -26,7 +26,7 @@ import threading
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path, PurePath, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .._cluster.kubectl import Kubectl, classify_failure
 from .._cluster.manifest import CONTAINER
@@ -124,22 +124,32 @@ class _Channel:
             return bytes(out)
 
 
-# -- the executor's methods -------------------------------------------------------------------
+# -- the executor's files -------------------------------------------------------------------
 
 
-class FilesMixin:
-    """Upload and download methods of :class:`~kubectl_executor.KubernetesCommandLineCodeExecutor`."""
+class PodTarget(Protocol):
+    """What :class:`PodFiles` needs of the executor that holds it: the pod, started on demand."""
 
-    transfer_limits: TransferLimits = TransferLimits()
-    """Caps for downloads; set on an executor to change its defaults."""
+    @property
+    def kubectl(self) -> Kubectl: ...
 
-    _kubectl: Kubectl
-    _pod_name: str
-    _work_dir: Path
+    @property
+    def pod_name(self) -> str: ...
 
-    if TYPE_CHECKING:
+    @property
+    def work_dir(self) -> Path: ...
 
-        def _ensure_pod(self) -> None: ...
+    @property
+    def transfer_limits(self) -> TransferLimits: ...
+
+    def start(self) -> None: ...
+
+
+class PodFiles:
+    """Files into and out of ``pod``'s work_dir (the executor's upload and download methods)."""
+
+    def __init__(self, pod: PodTarget) -> None:
+        self._pod = pod
 
     # -- upload -------------------------------------------------------------------------------
 
@@ -149,7 +159,7 @@ class FilesMixin:
         """Write ``content`` (str as UTF-8, or bytes) at ``relative_path`` under work_dir.
 
         Returns the pod path. The file appears whole or not at all."""
-        _, rel = pod_relative(relative_path, [str(self._work_dir)])
+        _, rel = pod_relative(relative_path, [str(self._pod.work_dir)])
         if isinstance(content, str):
             data = content.encode("utf-8")
         elif isinstance(content, (bytes, bytearray, memoryview)):
@@ -180,7 +190,7 @@ class FilesMixin:
             raise InvalidInputError("exclude must be a sequence of glob patterns, not one string")
         prefix = ""
         if remote_prefix.strip("/"):
-            _, prefix = pod_relative(remote_prefix.replace("\\", "/").rstrip("/"), [str(self._work_dir)])
+            _, prefix = pod_relative(remote_prefix.replace("\\", "/").rstrip("/"), [str(self._pod.work_dir)])
         items = plan_upload(local_path, prefix, tuple(exclude))
         if not items:
             return []
@@ -192,17 +202,17 @@ class FilesMixin:
             if it.rel in seen:
                 raise InvalidInputError(f"{it.rel!r} is uploaded twice")
             seen.add(it.rel)
-        self._ensure_pod()
+        self._pod.start()
         deadline = DEFAULT_TRANSFER_TIMEOUT if timeout is None else timeout
-        work = str(self._work_dir)
+        work = str(self._pod.work_dir)
 
         def attempt() -> list[str]:
             nonce = new_nonce()
-            args = ["exec", "-i", self._pod_name, "-c", CONTAINER, "--", "sh", "-c", UPLOAD_SCRIPT]
+            args = ["exec", "-i", self._pod.pod_name, "-c", CONTAINER, "--", "sh", "-c", UPLOAD_SCRIPT]
             args += ["kx", TAR_HELPER]
             out = OutputBudget(32 * CHUNK)
             err = OutputBudget(CHUNK)
-            proc = self._kubectl.spawn(args, on_stdout=out, on_stderr=err)
+            proc = self._pod.kubectl.spawn(args, on_stdout=out, on_stderr=err)
             killer = _Deadline(proc, deadline)
             sums: dict[str, str] | None = None
             try:
@@ -220,23 +230,26 @@ class FilesMixin:
             stdout, stderr = out.value(), err.value()
             pod_sums, count = parse_upload_reply(stdout, nonce)
             if killer.fired:
-                raise TransferError(f"the upload to pod {self._pod_name} did not finish in {deadline:g}s")
+                raise TransferError(f"the upload to pod {self._pod.pod_name} did not finish in {deadline:g}s")
             if count is None or code != 0 or sums is None:
                 complaint = pod_message(stderr)
                 if complaint:
-                    raise TransferError(f"upload to pod {self._pod_name} failed: {complaint}")
+                    raise TransferError(f"upload to pod {self._pod.pod_name} failed: {complaint}")
                 if code != 0:
                     raise classify_failure(
-                        self._kubectl.argv(args), code or 0, stderr.decode(errors="replace"), exec_call=True
+                        self._pod.kubectl.argv(args),
+                        code or 0,
+                        stderr.decode(errors="replace"),
+                        exec_call=True,
                     )
-                raise TransferError(f"the pod {self._pod_name} did not confirm the upload")
+                raise TransferError(f"the pod {self._pod.pod_name} did not confirm the upload")
             mismatched = sorted(rel for rel, digest in sums.items() if pod_sums.get(rel) != digest)
             if mismatched or count != len(sums):
                 raise TransferError(f"checksums differ between client and pod for {mismatched[:5]}")
             return [f"{work.rstrip('/')}/{it.rel}" for it in items]
 
         # A repeated upload rewrites the same bytes, so transient failures are retried.
-        return call_with_retry(self._kubectl.retry, attempt, retry_on=(TransientError,), what="upload")
+        return call_with_retry(self._pod.kubectl.retry, attempt, retry_on=(TransientError,), what="upload")
 
     # -- download -----------------------------------------------------------------------------
 
@@ -250,7 +263,7 @@ class FilesMixin:
     ) -> Path:
         """Copy one regular file from the pod (relative to work_dir, or absolute under work_dir or
         the run-log directory) to ``local_path``, replacing it atomically. Returns the local path."""
-        base, rel = pod_relative(remote_path, [str(self._work_dir), LOG_DIR])
+        base, rel = pod_relative(remote_path, [str(self._pod.work_dir), LOG_DIR])
         target = Path(local_path).expanduser().absolute()
         if target.is_dir() and not target.is_symlink():
             raise InvalidInputError(f"{target} is a directory; give the file's local path")
@@ -280,7 +293,7 @@ class FilesMixin:
         ``local_dir`` must not exist (or be empty) unless ``overwrite``, which replaces it whole.
         Links, devices and fifos make the download fail, or with ``skip_unsafe`` are left out.
         Returns the local files written."""
-        base, rel = pod_relative(remote_dir, [str(self._work_dir), LOG_DIR], allow_root=True)
+        base, rel = pod_relative(remote_dir, [str(self._pod.work_dir), LOG_DIR], allow_root=True)
         target = Path(local_dir).expanduser().absolute()
         if target.exists() and not overwrite and (not target.is_dir() or any(target.iterdir())):
             raise InvalidInputError(f"{target} exists; pass overwrite=True to replace it")
@@ -309,9 +322,9 @@ class FilesMixin:
         skip_unsafe: bool,
         timeout: float | None,
     ) -> list[Path]:
-        limits = limits or self.transfer_limits
+        limits = limits or self._pod.transfer_limits
         deadline = DEFAULT_TRANSFER_TIMEOUT if timeout is None else timeout
-        self._ensure_pod()
+        self._pod.start()
         target.parent.mkdir(parents=True, exist_ok=True)
 
         def attempt() -> list[Path]:
@@ -327,7 +340,7 @@ class FilesMixin:
                 shutil.rmtree(staging, ignore_errors=True)
 
         # Reads are safe to repeat; each attempt starts from a fresh staging directory.
-        return call_with_retry(self._kubectl.retry, attempt, retry_on=(TransientError,), what="download")
+        return call_with_retry(self._pod.kubectl.retry, attempt, retry_on=(TransientError,), what="download")
 
     def _receive(
         self,
@@ -340,11 +353,11 @@ class FilesMixin:
         skip_unsafe: bool,
         deadline: float,
     ) -> Extracted:
-        args = ["exec", "-i", self._pod_name, "-c", CONTAINER, "--", "sh", "-c", DOWNLOAD_SCRIPT]
+        args = ["exec", "-i", self._pod.pod_name, "-c", CONTAINER, "--", "sh", "-c", DOWNLOAD_SCRIPT]
         args += ["kx", TAR_HELPER]
         channel = _Channel()
         err = OutputBudget(CHUNK)
-        proc = self._kubectl.spawn(args, on_stdout=channel.write, on_stderr=err)
+        proc = self._pod.kubectl.spawn(args, on_stdout=channel.write, on_stderr=err)
         state: dict[str, Any] = {}
 
         def drive() -> None:
@@ -378,22 +391,24 @@ class FilesMixin:
         complaint = pod_message(stderr)
         code = state.get("code")
         if state.get("timed_out"):
-            raise TransferError(f"the download from pod {self._pod_name} did not finish in {deadline:g}s")
+            raise TransferError(f"the download from pod {self._pod.pod_name} did not finish in {deadline:g}s")
         if complaint and code == 3:  # download.sh: the path does not exist
-            raise RemoteNotFoundError(f"{rel!r} does not exist in pod {self._pod_name}: {complaint}")
+            raise RemoteNotFoundError(f"{rel!r} does not exist in pod {self._pod.pod_name}: {complaint}")
         if complaint and code:
-            raise TransferError(f"download of {rel!r} from pod {self._pod_name} failed: {complaint}")
+            raise TransferError(f"download of {rel!r} from pod {self._pod.pod_name} failed: {complaint}")
         # kubectl's own failure (pod gone, stream dropped) explains a broken tar: say that, typed,
         # so transient ones are retried. -9 is our own kill after refusing the content.
         if code and code != -9 and parse_sent_marker(stderr, nonce) is None:
-            raise classify_failure(self._kubectl.argv(args), code, stderr.decode(errors="replace"))
+            raise classify_failure(self._pod.kubectl.argv(args), code, stderr.decode(errors="replace"))
         if failure is not None:
             if isinstance(failure, (TransferError, UnsafePathError)):
                 raise failure
             raise TransferError(f"cannot write the download locally: {failure}") from failure
         sent = parse_sent_marker(stderr, nonce)
         if sent is None:
-            raise TransferError(f"the pod {self._pod_name} did not confirm the download (stream cut short?)")
+            raise TransferError(
+                f"the pod {self._pod.pod_name} did not confirm the download (stream cut short?)"
+            )
         rc, digest = sent
         if rc != 0:
             detail = stderr.decode(errors="replace").strip().splitlines()[:3]
@@ -422,4 +437,4 @@ class _Deadline:
         self._timer.cancel()
 
 
-__all__ = ["DEFAULT_TRANSFER_TIMEOUT", "FilesMixin"]
+__all__ = ["DEFAULT_TRANSFER_TIMEOUT", "PodFiles", "PodTarget"]

@@ -7,6 +7,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..boundary import Resources
+from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
 
 
 class KubectlCodeExecutorConfig(BaseModel):
@@ -16,12 +17,12 @@ class KubectlCodeExecutorConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = "python:3-slim"
+    image: str = IMAGE
     pod_name: str | None = None
     namespace: str | None = None
     timeout: int = Field(60, ge=1)
     work_dir: str | None = None
-    pod_work_dir: str = "/workspace"
+    pod_work_dir: str = WORK_DIR
     mirror: bool = True
     functions_module: str = "functions"
     delete_tmp_files: bool = False
@@ -35,14 +36,14 @@ class KubectlCodeExecutorConfig(BaseModel):
     remote_control_plane: str | None = None
     certificate_authority: str | None = None
     insecure_skip_tls_verify: bool = False
-    startup_timeout: float = Field(300.0, gt=0)
-    max_output_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    startup_timeout: float = Field(STARTUP_TIMEOUT, gt=0)
+    max_output_bytes: int = Field(MAX_OUTPUT_BYTES, ge=1024)
     attach: bool = False
     hardened: bool = True
     run_as_user: int = 1000
     read_only_root_filesystem: bool = False
     runtime_class_name: str | None = None
-    active_deadline_seconds: int | None = 6 * 3600
+    active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS
     labels: dict[str, str] = Field(default_factory=dict)
     resources: Resources | None = None
     pod_overrides: dict[str, Any] = Field(default_factory=dict)
@@ -51,12 +52,12 @@ class KubectlCodeExecutorConfig(BaseModel):
 class PodCommandLineCodeExecutorConfig(BaseModel):
     """The seed's configuration fields (``autogen_kubernetes.code_executors``)."""
 
-    image: str = "python:3-slim"
+    image: str = IMAGE
     pod_name: str | None = None
     command: list[str] | None = None
     args: list[str] | None = None
     timeout: int = 60
-    workspace_path: str = "/workspace"
+    workspace_path: str = WORK_DIR
     namespace: str = "default"
     volume: dict[str, Any] | None = None
     pod_spec: dict[str, Any] | None = None

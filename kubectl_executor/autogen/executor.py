@@ -29,7 +29,8 @@ from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
 from .._exec.languages import block_file, canonical_language, filename_hint, validate_relative_path
 from .._exec.results import CodeBlock
-from ..boundary import Resources, RichOutput
+from ..boundary import ClusterAccess, Resources, RichOutput
+from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
 from ..errors import InvalidInputError, KubectlExecutorError, UnsafePathError
 from ..executor import KubernetesCommandLineCodeExecutor
 from ..settings import load_settings
@@ -104,7 +105,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
 
     def __init__(
         self,
-        image: str = "python:3-slim",
+        image: str = IMAGE,
         pod_name: str | None = None,
         namespace: str | None = None,
         timeout: int = 60,
@@ -117,7 +118,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         delete_tmp_files: bool = False,
         init_command: str | None = None,
         auto_remove: bool = True,
-        pod_work_dir: str = "/workspace",
+        pod_work_dir: str = WORK_DIR,
         mirror: bool = True,
         kubectl: str | None = None,
         kubeconfig: str | None = None,
@@ -125,14 +126,14 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         remote_control_plane: str | None = None,
         certificate_authority: str | None = None,
         insecure_skip_tls_verify: bool = False,
-        startup_timeout: float = 300.0,
-        max_output_bytes: int = 4 * 1024 * 1024,
+        startup_timeout: float = STARTUP_TIMEOUT,
+        max_output_bytes: int = MAX_OUTPUT_BYTES,
         attach: bool = False,
         hardened: bool = True,
         run_as_user: int = 1000,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
-        active_deadline_seconds: int | None = 6 * 3600,
+        active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         labels: dict[str, str] | None = None,
         resources: Resources | None = None,
         pod_overrides: dict[str, Any] | None = None,
@@ -271,17 +272,11 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         executor = KubernetesCommandLineCodeExecutor(
             image=c.image,
             pod_name=c.pod_name,
-            namespace=c.namespace,
             timeout=c.timeout,
             work_dir=c.pod_work_dir,
             execution_policies=c.execution_policies,
             env_vars=[{"key": k, "value": v} for k, v in c.env_vars.items()] or None,
-            kubectl=c.kubectl,
-            kubeconfig=c.kubeconfig,
-            context=c.context,
-            remote_control_plane=c.remote_control_plane,
-            certificate_authority=c.certificate_authority,
-            insecure_skip_tls_verify=c.insecure_skip_tls_verify,
+            access=ClusterAccess.pick(c.model_dump()),
             startup_timeout=c.startup_timeout,
             max_output_bytes=c.max_output_bytes,
             attach=c.attach,

@@ -16,6 +16,7 @@ from typing_extensions import Self
 from .._cluster.manifest import CONTAINER
 from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
+from ..defaults import IMAGE, WORK_DIR
 from ..errors import InvalidInputError
 from .config import PodCommandLineCodeExecutorConfig
 from .executor import KubectlCodeExecutor
@@ -47,7 +48,7 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
         command: list[str] | None = None,
         args: list[str] | None = None,
         timeout: int = 60,
-        workspace_path: Path | str = Path("/workspace"),
+        workspace_path: Path | str = Path(WORK_DIR),
         namespace: str = "default",
         volume: Any = None,
         pod_spec: Any = None,
@@ -76,7 +77,7 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
                 "Pod name validation failed: pod name must start and end with lower alphanumeric characters, "
                 "and contain only lowercase alphanumeric or dash('-') characters."
             )
-        image_name = image or "python:3-slim"
+        image_name = image or IMAGE
         overrides: dict[str, Any] = {}
         labels: dict[str, str] = {}
         if given is not None:

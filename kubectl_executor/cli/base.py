@@ -20,8 +20,7 @@ import pydantic
 from .._cluster.kubectl import Kubectl
 from .._cluster.manifest import validate_dns_label
 from .._cluster.runner import Runner
-from ..boundary import ClusterAccess
-from ..defaults import RUN_TIMEOUT
+from ..defaults import IMAGE, RUN_TIMEOUT
 from ..errors import (
     ForbiddenError,
     InvalidInputError,
@@ -137,9 +136,7 @@ def pod_options_with(*, timeout_default: int) -> Callable[[F], F]:
 def _pod_options(f: F, timeout_default: int) -> F:
     for opt in reversed(
         [
-            _option(
-                "--image", field="image", help="container image [default: python:3-slim]", show_envvar=True
-            ),
+            _option("--image", field="image", help=f"container image [default: {IMAGE}]", show_envvar=True),
             _option(
                 "--timeout",
                 field="timeout",
@@ -350,17 +347,7 @@ def make_executor(
 
 
 def make_kubectl(common: Common) -> Kubectl:
-    s = common.settings
-    access = ClusterAccess(
-        kubectl=s.kubectl,
-        kubeconfig=s.kubeconfig,
-        context=s.context,
-        namespace=s.namespace,
-        remote_control_plane=s.remote_control_plane,
-        certificate_authority=s.certificate_authority,
-        insecure_skip_tls_verify=bool(s.insecure_skip_tls_verify),
-    )
-    return Kubectl(access, runner=kubectl_runner())
+    return Kubectl(common.settings.cluster_access(), runner=kubectl_runner())
 
 
 @contextlib.contextmanager

@@ -12,6 +12,7 @@ import click  # a core dependency: the command works on the base install
 from .._cluster.kubectl import Kubectl
 from .._cluster.manifest import CONTAINER
 from .._exec.results import CodeBlock
+from ..defaults import IMAGE
 from ..errors import (
     KubectlExecutorError,
     KubectlNotFoundError,
@@ -244,7 +245,7 @@ class Doctor:
             self.add("pod manifest", "fail", f"rejected by a server-side dry run: {err}")
 
     def check_image(self) -> None:
-        image = self.common.settings.image or "python:3-slim"
+        image = self.common.settings.image or IMAGE
         if self.skip_pod:
             self.add("image", "skip", "--skip-pod: not starting a test pod")
             return

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click  # a core dependency: the command works on the base install
 
 from .._version import __version__
-from ..defaults import MCP_RUN_TIMEOUT
+from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MCP_RUN_TIMEOUT
 from . import base
 from .base import (
     EXIT_OK,
@@ -137,7 +137,7 @@ def _mcp_option(*decls: str, env: str, **kw: Any) -> Callable[[F], F]:
     "--active-deadline",
     env="ACTIVE_DEADLINE",
     type=click.IntRange(min=0),
-    default=6 * 3600,
+    default=ACTIVE_DEADLINE_SECONDS,
     show_default=True,
     help="activeDeadlineSeconds backstop of each pod (0: none)",
 )
@@ -244,7 +244,7 @@ def _mcp_banner(server: KubectlExecutorMcp, transport: str) -> None:
     if kw.get("context"):
         where = f"context {kw['context']}, {where}"
     click.echo(
-        f"kubectl-executor mcp {__version__} ({transport}): pods of {kw.get('image', 'python:3-slim')} in "
+        f"kubectl-executor mcp {__version__} ({transport}): pods of {kw.get('image', IMAGE)} in "
         f"{where}; at most {config.max_sessions} sessions; run timeout {config.run_timeout}s "
         f"(max {config.max_timeout}s); output cap {config.max_output_bytes} bytes per stream",
         err=True,

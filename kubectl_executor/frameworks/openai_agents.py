@@ -19,6 +19,7 @@ import uuid
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
+from ..defaults import IMAGE
 from . import require
 
 require("agents.sandbox", "openai-agents")
@@ -52,7 +53,7 @@ class KubectlSandboxClientOptions(BaseSandboxClientOptions):
     """Where the pod runs: the executor's own options (image, namespace, context, kubeconfig...)."""
 
     type: Literal["kubectl"] = "kubectl"
-    image: str = "python:3-slim"
+    image: str = IMAGE
     namespace: str | None = None
     context: str | None = None
     kubeconfig: str | None = None

@@ -29,6 +29,7 @@ from pydantic import BaseModel, Field
 from .._cluster.kubectl import Kubectl
 from .._version import __version__
 from ..boundary import ClusterAccess
+from ..defaults import IMAGE, WORK_DIR
 from ..errors import (
     ForbiddenError,
     InvalidInputError,
@@ -489,19 +490,7 @@ def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
     from ..pool import WarmPool
 
     kw = dict(config.executor_kwargs)
-    kubectl = Kubectl(
-        ClusterAccess(
-            kubectl=kw.get("kubectl"),
-            kubeconfig=kw.get("kubeconfig"),
-            context=kw.get("context"),
-            namespace=kw.get("namespace"),
-            remote_control_plane=kw.get("remote_control_plane"),
-            kube_token=kw.get("kube_token"),
-            certificate_authority=kw.get("certificate_authority"),
-            insecure_skip_tls_verify=bool(kw.get("insecure_skip_tls_verify")),
-        ),
-        runner=kw.get("runner"),
-    )
+    kubectl = Kubectl(ClusterAccess.pick(kw), runner=kw.get("runner"))
     env = {item["key"]: item["value"] for item in kw.get("env_vars") or []}
     keys = (
         "resources",
@@ -518,11 +507,11 @@ def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
     try:
         pool = WarmPool(
             config.pool_size,
-            kw.get("image", "python:3-slim"),
+            kw.get("image", IMAGE),
             name="mcp",
             namespace=kw.get("namespace"),
             kubectl=kubectl,
-            work_dir=str(kw.get("work_dir", "/workspace")),
+            work_dir=str(kw.get("work_dir", WORK_DIR)),
             env=env,
             **options,
         )

@@ -12,7 +12,7 @@ import base64
 import binascii
 import hashlib
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any, Protocol
@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pydantic_core
 from mcp.types import BlobResourceContents, EmbeddedResource, ImageContent, TextContent, TextResourceContents
 
+from .._exec.dispatcher import TOOL_RUNNER_FILE
 from .._exec.outputs import output_filename
-from .._exec.protocol import LOG_DIR
+from .._exec.protocol import LOG_DIR, OutputCallback
 from .._exec.tar import TransferLimits, pod_relative
 from ..errors import RemoteNotFoundError, TransferError
 from ..executor import SCRATCH_STEM, BlockResult
@@ -41,9 +42,6 @@ from .models import (
 if TYPE_CHECKING:
     from ..boundary import ToolCommandLineCodeResult
 
-OutputCallback = Callable[[str, bytes], None]
-
-TOOL_RUNNER_FILE = ".kx-tool-runner.py"
 HIDDEN_PREFIX = ".kx-"  # the server's and the library's own files in the workspace (runner, scratch, logs)
 _MISSING_RUNNER = "no tool runner at"
 _NO_SUCH = "kubectl-executor: no such "

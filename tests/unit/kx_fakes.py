@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from kubectl_executor._cluster.labels import IMAGE_ANNOTATION, WORK_DIR_ANNOTATION
-from kubectl_executor._cluster.runner import Completed, Sink, StdinData
+from kubectl_executor._cluster.runner import Completed, Process, Runner, Sink, StdinData
 from kubectl_executor._exec.protocol import LAUNCH, LOADER, PY_END, RUN_SCRIPT, RUNNER_PREFIX
 
 # ---------------------------------------------------------------------------------------------
@@ -484,3 +484,13 @@ class Collected:
     @property
     def value(self) -> bytes:
         return b"".join(self.parts)
+
+
+def as_runner(fake: FakeRunner) -> Runner:
+    """The fake, typed as the interface it stands for: ``mypy --strict tests/unit/kx_fakes.py``
+    (in .ci/test) fails when FakeRunner or FakeProcess stop conforming to Runner and Process."""
+    return fake
+
+
+def as_process(fake: FakeProcess) -> Process:
+    return fake

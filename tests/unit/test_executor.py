@@ -25,6 +25,7 @@ from kx_fakes import (
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
 from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL, SPEC_LABEL
 from kubectl_executor._cluster.manifest import spec_hash
+from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._exec.protocol import LAUNCH, LOADER, RICH_ENV, RUN_SCRIPT, RichLimits
 from kubectl_executor.errors import (
     ForbiddenError,
@@ -116,6 +117,36 @@ def test_pod_name_and_namespace_validated(make: Make, fake_runner: FakeRunner) -
     with pytest.raises(InvalidInputError):
         make(namespace="Team A")
     assert fake_runner.runs == [] and fake_runner.spawns == []
+
+
+def test_cluster_access_is_one_model_the_facades_take(
+    fake_kubectl: str, fake_runner: FakeRunner, retry_policy: RetryPolicy
+) -> None:
+    """``access=`` is the same cluster access as the separate keywords, which map onto it; both
+    forms at once are refused."""
+    from kubectl_executor import ClusterAccess, WorkspaceVolume
+    from kubectl_executor.pool import WarmPool
+
+    access = ClusterAccess(kubectl=fake_kubectl, namespace="team", context="ctx")
+    seed = KubernetesCommandLineCodeExecutor(
+        kubectl=fake_kubectl, namespace="team", context="ctx", runner=fake_runner, start=False
+    )
+    one = KubernetesCommandLineCodeExecutor(access=access, runner=fake_runner, start=False)
+    assert one.kubectl.access == seed.kubectl.access == access
+    assert one.kubectl.flags == seed.kubectl.flags and one.namespace == "team"
+    with pytest.raises(InvalidInputError, match="not both"):
+        KubernetesCommandLineCodeExecutor(access=access, namespace="other", runner=fake_runner, start=False)
+    with pytest.raises(InvalidInputError):
+        KubernetesCommandLineCodeExecutor(access=ClusterAccess(namespace="Team A"), start=False)
+    pool = WarmPool(0, access=access, runner=fake_runner, retry=retry_policy, start=False)
+    assert pool.kubectl.access == access and pool.namespace == "team"
+    ws = WorkspaceVolume("ws1", access=access, runner=fake_runner, retry=retry_policy, start=False)
+    assert ws.kubectl.access == access and ws.namespace == "team"
+    for executor in (seed, one):
+        executor.stop()
+    pool.stop()
+    ws.stop()
+    assert fake_runner.spawns == []
 
 
 # -- outcomes from the marker ----------------------------------------------------------------------------------

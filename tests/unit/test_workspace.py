@@ -645,6 +645,9 @@ def test_executor_mounts_the_claim_with_the_workspaces_access_and_is_stopped_wit
     assert volumes["workspace"] == {"name": "workspace", "persistentVolumeClaim": {"claimName": "ws1"}}
     assert manifest["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "node-1"}
     assert ex.namespace == NS and ex.image == "busybox" and ex.timeout == 5
+    assert ex.kubectl.access == ws.kubectl.access  # the workspace's one ClusterAccess
+    theirs = ws.executor(start=False, context="theirs")  # the caller's access keywords win
+    assert theirs.kubectl.access == ws.kubectl.access.model_copy(update={"context": "theirs"})
     with pytest.raises(InvalidInputError, match="mounts that claim"):
         ws.executor(shared_pvc_name="other")
     ws.stop()
