@@ -62,7 +62,7 @@ from .config import (
     PodJupyterConnectionInfo,
     PodJupyterServerConfig,
 )
-from .specs import SEED_CONTAINER, spec_from, workspace_volume
+from .specs import SEED_CONTAINER, add_workspace_volume, spec_from
 
 logger = logging.getLogger(__name__)
 
@@ -185,9 +185,7 @@ class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseMode
         overrides: dict[str, Any] = {}
         if given is not None:
             image_name, labels, overrides = pod_overrides_from(given, image_name)
-        if volume_dict is not None:
-            spec = overrides.setdefault("spec", {})
-            spec["volumes"] = [*spec.get("volumes", []), workspace_volume(volume_dict)]
+        add_workspace_volume(overrides, volume_dict)
         self._config = PodJupyterServerConfig(
             image=image_name,
             pod_name=name,

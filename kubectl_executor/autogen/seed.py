@@ -21,7 +21,7 @@ from ..errors import InvalidInputError
 from .config import PodCommandLineCodeExecutorConfig
 from .executor import KubectlCodeExecutor
 from .functions import AnyFunction
-from .specs import SEED_CONTAINER, spec_from, workspace_volume
+from .specs import SEED_CONTAINER, add_workspace_volume, spec_from
 
 logger = logging.getLogger(__name__)
 
@@ -86,9 +86,7 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
             overrides = {
                 "spec": {"containers": [{"name": CONTAINER, "command": command, "args": args or []}]}
             }
-        if volume_dict is not None:
-            spec = overrides.setdefault("spec", {})
-            spec["volumes"] = [*spec.get("volumes", []), workspace_volume(volume_dict)]
+        add_workspace_volume(overrides, volume_dict)
         self._seed = PodCommandLineCodeExecutorConfig(
             image=image_name,
             pod_name=name,

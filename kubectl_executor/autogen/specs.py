@@ -11,7 +11,7 @@ from typing import Any
 
 from ..errors import InvalidInputError
 
-__all__ = ["SEED_CONTAINER", "plain", "spec_from", "workspace_volume"]
+__all__ = ["SEED_CONTAINER", "add_workspace_volume", "plain", "spec_from", "workspace_volume"]
 
 SEED_CONTAINER = "autogen-executor"  # the container the seed's pod_spec must name
 
@@ -77,3 +77,10 @@ def workspace_volume(volume: dict[str, Any]) -> dict[str, Any]:
     if isinstance(source.get("emptyDir"), dict):
         source["emptyDir"] = {"sizeLimit": None, **source["emptyDir"]}
     return {"name": "workspace", "emptyDir": None, **source}
+
+
+def add_workspace_volume(overrides: dict[str, Any], volume: dict[str, Any] | None) -> None:
+    """Put the seed's ``volume`` (if given) into a pod's overrides, after any volumes they have."""
+    if volume is not None:
+        spec = overrides.setdefault("spec", {})
+        spec["volumes"] = [*spec.get("volumes", []), workspace_volume(volume)]
