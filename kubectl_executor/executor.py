@@ -25,6 +25,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
+from ._cluster.klog import KlogFilter
 from ._cluster.kubectl import Kubectl, classify_failure
 from ._cluster.manifest import (
     CONTAINER,
@@ -734,13 +735,16 @@ class KubernetesCommandLineCodeExecutor:
             kinds = ("FRAME", "RICH") if request.runner == "call" else ("RICH",)
             frames = FrameSplitter(request.nonce, on_stdout, limit=limit, kinds=kinds)
             marker = MarkerFilter(request.nonce, frames.feed)
+            # kubectl's stderr is the program's plus kubectl's own log lines: those go.
+            stderr = KlogFilter(on_stderr)
             done = self._kubectl.stream(
                 args,
                 stdin=exec_input(request),
                 timeout=client_deadline,
                 on_stdout=marker.feed,
-                on_stderr=on_stderr,
+                on_stderr=stderr.feed,
             )
+            stderr.close()
             outcome = marker.close()
             frames.close()
             frame = frames.frames.get("FRAME")
