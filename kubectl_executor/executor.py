@@ -934,9 +934,11 @@ class KubernetesCommandLineCodeExecutor:
         )
 
     def is_pod_running_with_image(self) -> str | None:
-        """This executor's pod name if it is Running with our image, else None."""
+        """This executor's pod name if it is Running with our image, else None. A pod being
+        deleted is not running: its phase stays Running until the kubelet has stopped it, which on
+        a real cluster is after ``cleanup()`` has returned (the delete does not wait)."""
         pod = get_pod(self._kubectl, self._pod_name)
-        if pod is None or pod.status.phase != "Running":
+        if pod is None or pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
             return None
         images = [c.image for c in pod.spec.containers]
         return pod.metadata.name if self._image in images else None

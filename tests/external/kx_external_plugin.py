@@ -1,7 +1,8 @@
 """pytest plugin loaded by tests/external/run.py (``-p kx_external_plugin``) in a suite's run dir.
 
 It registers the suite's own markers and marks every test listed as not applicable in
-rules.toml as skipped with its reason. A listed test id that the suite does not have is a usage
+rules.toml as skipped with its reason, and those listed under needs_egress too when the cluster's
+pods have no route out (``KX_TEST_NO_EGRESS=1``, as on the real-cluster fixture). A listed test id that the suite does not have is a usage
 error: the list must name real tests, or a renamed test would silently start to "pass".
 """
 
@@ -32,13 +33,20 @@ def _matches(item: pytest.Item, test_id: str) -> bool:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    not_applicable: dict[str, str] = _config()["not_applicable"]
-    unused = dict(not_applicable)
+    suite = _config()
+    skips: dict[str, str] = {k: f"not applicable: {v}" for k, v in suite["not_applicable"].items()}
+    no_egress = os.environ.get("KX_TEST_NO_EGRESS") == "1"
+    needs_egress: dict[str, str] = suite.get("needs_egress", {})
+    unused = {**skips, **needs_egress}
+    if no_egress:
+        skips.update({k: f"no egress here (KX_TEST_NO_EGRESS=1): {v}" for k, v in needs_egress.items()})
     for item in items:
-        for test_id, reason in not_applicable.items():
+        for test_id in list(unused):
             if _matches(item, test_id):
-                item.add_marker(pytest.mark.skip(reason=f"not applicable: {reason}"))
-                unused.pop(test_id, None)
+                unused.pop(test_id)
+        for test_id, reason in skips.items():
+            if _matches(item, test_id):
+                item.add_marker(pytest.mark.skip(reason=reason))
     selected = (
         any("::" in arg for arg in config.args) or config.getoption("keyword") or config.getoption("markexpr")
     )

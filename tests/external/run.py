@@ -125,6 +125,7 @@ def prepare(name: str, suite: dict[str, Any], dest: Path) -> list[str]:
     config = {
         "suite": name,
         "not_applicable": dict(suite.get("not_applicable", {})),
+        "needs_egress": dict(suite.get("needs_egress", {})),
         "markers": list(suite.get("markers", [])),
     }
     (dest / "kx_external_suite.json").write_text(json.dumps(config, indent=2))

@@ -705,6 +705,14 @@ def test_is_pod_running_with_image(make: Make, fake_runner: FakeRunner) -> None:
     assert ex.is_pod_running_with_image() is None
 
 
+def test_a_pod_being_deleted_is_not_running_with_image(make: Make, fake_runner: FakeRunner) -> None:
+    # A real cluster keeps the phase Running until the kubelet has stopped the container.
+    ex = make(image="python:3.12-slim")
+    fake_runner.pods[ex.pod_name]["metadata"]["deletionTimestamp"] = "2026-12-03T09:00:00Z"
+    assert fake_runner.pods[ex.pod_name]["status"]["phase"] == "Running"
+    assert ex.is_pod_running_with_image() is None
+
+
 def test_properties(make: Make, fake_runner: FakeRunner) -> None:
     ex = make(timeout=30, work_dir="/data", image="python:3.12-slim", execution_policies={"html": True})
     assert ex.timeout == 30
