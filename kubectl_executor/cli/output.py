@@ -12,8 +12,8 @@ from .._cluster.labels import (
     LIFETIME_LABEL,
     LONG_LIVED,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
 )
 from .._cluster.models import Pod
 
@@ -38,7 +38,8 @@ def pod_info(pod: Pod) -> dict[str, Any]:
         "phase": pod.status.phase,
         "ready": pod.ready,
         "age_seconds": None if created is None else round(time.time() - created),
-        "session": labels.get(SESSION_LABEL),
+        "owner_id": labels.get(OWNER_ID_LABEL),
+        "session": labels.get(OWNER_ID_LABEL),  # deprecated: owner_id under its former name
         "owner": f"{labels.get(OWNER_HOST_LABEL, '?')}:{labels.get(OWNER_PID_LABEL, '?')}",
         "image": pod.spec.containers[0].image if pod.spec.containers else None,
     }

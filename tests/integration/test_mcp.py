@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import pytest
 
-from kubectl_executor._cluster.labels import OWNER_HOST_LABEL, OWNER_PID_LABEL, POOL_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.labels import OWNER_HOST_LABEL, OWNER_ID_LABEL, OWNER_PID_LABEL, POOL_LABEL
 
 pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install 'kubectl-executor[mcp]'")
 
@@ -254,7 +254,7 @@ async def test_a_sigkilled_server_leaves_a_pod_that_gc_removes(cluster: Cluster,
     assert pod in pod_names(cluster)
 
     gc = subprocess.run(
-        [*server_command(), "gc", "--session", labels[SESSION_LABEL], "-o", "json"],
+        [*server_command(), "gc", "--owner-id", labels[OWNER_ID_LABEL], "-o", "json"],
         env=server_env(cluster),
         capture_output=True,
         text=True,
