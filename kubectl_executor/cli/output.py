@@ -17,6 +17,10 @@ from .._cluster.labels import (
 )
 from .._cluster.models import Pod
 
+EPHEMERAL = "ephemeral"
+"""The lifetime kind of a pod or claim that is not long-lived: its executor (or workspace) deletes
+it on stop, gc once its owner process is gone. (It was shown as "session" before.)"""
+
 
 def format_age(seconds: float | None) -> str:
     if seconds is None:
@@ -34,7 +38,7 @@ def pod_info(pod: Pod) -> dict[str, Any]:
     return {
         "name": pod.metadata.name,
         "namespace": pod.metadata.namespace,
-        "kind": "long-lived" if labels.get(LIFETIME_LABEL) == LONG_LIVED else "session",
+        "kind": "long-lived" if labels.get(LIFETIME_LABEL) == LONG_LIVED else EPHEMERAL,
         "phase": pod.status.phase,
         "ready": pod.ready,
         "age_seconds": None if created is None else round(time.time() - created),

@@ -144,7 +144,7 @@ def down(common: Common, names: tuple[str, ...], all_: bool, wait: bool) -> int:
 @output_options
 @command
 def ls(common: Common, all_namespaces: bool, long_lived: bool) -> int:
-    """List this tool's pods: long-lived ones (from `up`) and those of running sessions."""
+    """List this tool's pods: long-lived ones (from `up`) and ephemeral ones (of running executors)."""
     sel = selector() + (f",{LIFETIME_LABEL}={LONG_LIVED}" if long_lived else "")
     kubectl = make_kubectl(common)
     try:

@@ -380,9 +380,9 @@ def test_down_deletes_ours_only(wired: FakeRunner) -> None:
 def test_down_all_deletes_every_long_lived_pod(wired: FakeRunner) -> None:
     wired.pods["a"] = ours("a", long_lived=True)
     wired.pods["b"] = ours("b", long_lived=True)
-    wired.pods["session"] = ours("session")
+    wired.pods["ephemeral"] = ours("ephemeral")
     assert invoke("down", "--all").exit_code == 0
-    assert list(wired.pods) == ["session"]
+    assert list(wired.pods) == ["ephemeral"]
 
 
 def test_ls_lists_our_pods(wired: FakeRunner) -> None:
@@ -391,7 +391,7 @@ def test_ls_lists_our_pods(wired: FakeRunner) -> None:
     data = json.loads(invoke("ls", "-o", "json").stdout)
     assert {(p["name"], p["kind"], p["ready"]) for p in data} == {
         ("box", "long-lived", True),
-        ("kx-1", "session", True),
+        ("kx-1", "ephemeral", True),
     }
     assert {p["owner_id"] for p in data} == {p["session"] for p in data}  # "session": deprecated name
     table = invoke("ls").stdout.splitlines()
