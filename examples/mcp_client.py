@@ -59,7 +59,7 @@ def data(result: Any) -> dict[str, Any]:
 
 
 async def session(params: StdioServerParameters) -> bool:
-    # Leaving the client closes the server's stdin: the server then deletes the session's pod.
+    # Leaving the client closes the server's stdin: the server then deletes the MCP session's pod.
     async with Client(params) as client:
         tools = [t.name for t in (await client.list_tools()).tools]
         print("tools:", ", ".join(tools))

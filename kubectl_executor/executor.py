@@ -19,6 +19,7 @@ import os
 import shlex
 import threading
 import time
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path, PurePath, PurePosixPath
@@ -244,7 +245,7 @@ class KubernetesCommandLineCodeExecutor:
         self._keep_pod = keep_pod
         self._on_output = on_output
         self._code_extractor = MarkdownCodeExtractor()
-        self._session_id = new_nonce()[:16]
+        self._owner_id = new_nonce()[:16]
         self._cancel_lock = threading.Lock()
         self._running: str | None = None  # nonce of the run in flight
         self._cancelled = False
@@ -339,12 +340,24 @@ class KubernetesCommandLineCodeExecutor:
         return self._kubectl
 
     @property
+    def owner_id(self) -> str:
+        """This executor's id on its objects (label ``kubectl-executor.io/session``): what ``gc``
+        (``owner_id=``) and a NetworkPolicy of your own select on."""
+        return self._owner_id
+
+    @property
     def session_id(self) -> str:
-        return self._session_id
+        """Deprecated alias of :attr:`owner_id` ("session" now means the persistent exec channel)."""
+        warnings.warn(
+            "KubernetesCommandLineCodeExecutor.session_id is deprecated: use owner_id",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return self._owner_id
 
     def manifest(self) -> dict[str, Any]:
         """The pod this executor creates (or created)."""
-        labels = ownership_labels(self._session_id, int(time.time()), os.getpid())
+        labels = ownership_labels(self._owner_id, int(time.time()), os.getpid())
         return build_pod_manifest(self._pod_options, labels)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -362,7 +375,7 @@ class KubernetesCommandLineCodeExecutor:
             self._extra_env = {**self._env, **self._extra_env}
             return
         if self._pool is not None:
-            pod = self._pool.claim(self._session_id, timeout=self._startup_timeout)
+            pod = self._pool.claim(self._owner_id, timeout=self._startup_timeout)
             self._pod, self._pod_name, self._from_pool = pod, pod.metadata.name, True
             self._extra_env = {**self._env, **self._extra_env}
             return
@@ -453,7 +466,7 @@ class KubernetesCommandLineCodeExecutor:
                 self._pod_name,
                 stateful=self._stateful,
                 max_output_bytes=self._max_output_bytes,
-                session_id=self._session_id,
+                session_id=self._owner_id,
             )
         return self._session
 

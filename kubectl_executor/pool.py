@@ -7,7 +7,7 @@ Claiming is ONE kubectl call that is atomic on the server::
 
 If another client claimed P first, its resourceVersion moved on and ours is refused (Conflict), so
 we try the next pod: several threads or processes can share a pool without double-claiming.
-The claim also moves the ownership labels (session, host, pid, created-at) to the claimer, so
+The claim also moves the ownership labels (owner id, host, pid, created-at) to the claimer, so
 ``gc`` treats the pod as the claimer's from then on.
 
 A background thread (no signal handlers) tops the pool up to ``size`` unclaimed pods created by
@@ -32,9 +32,9 @@ from ._cluster.labels import (
     CLAIMED_LABEL,
     CREATED_AT_LABEL,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
     POOL_LABEL,
-    SESSION_LABEL,
 )
 from ._cluster.manifest import (
     build_pod_manifest,
@@ -172,7 +172,7 @@ class WarmPool:
     @property
     def _own_selector(self) -> str:
         """Unclaimed pods of this pool made by this object."""
-        return f"{self._free_selector},{SESSION_LABEL}={self.pool_id}"
+        return f"{self._free_selector},{OWNER_ID_LABEL}={self.pool_id}"
 
     # -- the refill thread --------------------------------------------------------------------
 
@@ -278,8 +278,8 @@ class WarmPool:
 
     def claim(self, owner: str | None = None, *, timeout: float | None = None) -> Pod:
         """Take a Ready pod for exclusive use; waits (up to ``timeout``, default startup_timeout)
-        while the pool refills. ``owner`` (a label value, e.g. an executor's session id) becomes
-        the pod's session label."""
+        while the pool refills. ``owner`` (a label value, e.g. an executor's ``owner_id``) becomes
+        the pod's owner-id label."""
         if self._closed:
             raise InvalidInputError("this pool is closed")
         claim_id = validate_label_value(owner) if owner else new_nonce()[:16]
@@ -329,7 +329,7 @@ class WarmPool:
         name = pod.metadata.name
         labels = {
             CLAIMED_LABEL: claim_id,
-            SESSION_LABEL: claim_id,
+            OWNER_ID_LABEL: claim_id,
             OWNER_HOST_LABEL: label_safe(_hostname()),
             OWNER_PID_LABEL: str(os.getpid()),
             CREATED_AT_LABEL: str(int(time.time())),

@@ -32,6 +32,7 @@ import json
 import logging
 import os
 import time
+import warnings
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -57,7 +58,7 @@ from ._cluster.claim_models import (
 )
 from ._cluster.kubectl import Kubectl, classify_failure
 from ._cluster.labels import (
-    SESSION_LABEL,
+    OWNER_ID_LABEL,
 )
 from ._cluster.manifest import ownership_labels, validate_dns_label
 from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX
@@ -157,7 +158,7 @@ class WorkspaceVolume:
         self._keep = keep
         self._name = name or generate_claim_name()
         self._namespace = namespace
-        self._session_id = new_nonce()[:16]
+        self._owner_id = new_nonce()[:16]
         self._kubectl = Kubectl(self._access, runner=runner, retry=retry)
         self._created_claim = False
         self._volume_name: str | None = None  # the static volume we created
@@ -222,13 +223,23 @@ class WorkspaceVolume:
         return self._kubectl
 
     @property
+    def owner_id(self) -> str:
+        """This workspace's id on its objects (label ``kubectl-executor.io/session``): what ``gc``
+        (``owner_id=``) and a NetworkPolicy of your own select on."""
+        return self._owner_id
+
+    @property
     def session_id(self) -> str:
-        return self._session_id
+        """Deprecated alias of :attr:`owner_id` ("session" now means the persistent exec channel)."""
+        warnings.warn(
+            "WorkspaceVolume.session_id is deprecated: use owner_id", DeprecationWarning, stacklevel=2
+        )
+        return self._owner_id
 
     def manifests(self, namespace: str = "default") -> list[dict[str, Any]]:
         """What :meth:`start` creates: the claim, and the static volume first when there is one."""
         labels = workspace_labels(
-            self._options, ownership_labels(self._session_id, int(time.time()), os.getpid())
+            self._options, ownership_labels(self._owner_id, int(time.time()), os.getpid())
         )
         volume = self._volume_name or (generate_volume_name() if self._options.static else None)
         claim = build_claim_manifest(self._options, self._name, labels, volume_name=volume)
@@ -273,7 +284,7 @@ class WorkspaceVolume:
 
     def _labels(self) -> dict[str, str]:
         return workspace_labels(
-            self._options, ownership_labels(self._session_id, int(time.time()), os.getpid())
+            self._options, ownership_labels(self._owner_id, int(time.time()), os.getpid())
         )
 
     def _create(self) -> None:
@@ -304,7 +315,7 @@ class WorkspaceVolume:
             return data
         except ConflictError as exc:
             found = self._kubectl.json(["get", kind, name])
-            if (found.get("metadata", {}).get("labels") or {}).get(SESSION_LABEL) == self._session_id:
+            if (found.get("metadata", {}).get("labels") or {}).get(OWNER_ID_LABEL) == self._owner_id:
                 return dict(found)
             what = "PersistentVolumeClaim" if kind == "pvc" else "PersistentVolume"
             hint = (

@@ -163,7 +163,7 @@ def collect_volume_garbage(
 ) -> list[GcCandidate]:
     """gc for workspace claims (``collect_garbage(include_volumes=True)``): the same decision as
     for pods; a deleted claim takes the static volume we made for it along."""
-    claims = list_claims(kubectl, selector(policy.session, policy.owner_host), all_namespaces=all_namespaces)
+    claims = list_claims(kubectl, selector(policy.owner_id, policy.owner_host), all_namespaces=all_namespaces)
     by_key = {(c.metadata.namespace, c.metadata.name): c for c in claims}
     found = [replace(c, kind="pvc") for c in plan((_judged_as_pod(c) for c in claims), policy)]
     if dry_run or not found:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from .labels import (
     CREATED_AT_LABEL,
@@ -17,8 +17,8 @@ from .labels import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
     VOLUME_ANNOTATION,
 )
 from .models import ObjectMeta
@@ -212,9 +212,15 @@ class WorkspaceInfo(BaseModel):
     storage_class: str | None
     long_lived: bool
     static_volume: str | None
-    session: str | None
+    owner_id: str | None
     owner: str
     age_seconds: int | None
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def session(self) -> str | None:
+        """Deprecated: :attr:`owner_id` under its former name, kept in ``workspace list --json``."""
+        return self.owner_id
 
     @property
     def short_access_modes(self) -> str:
@@ -254,7 +260,7 @@ def workspace_info(claim: PersistentVolumeClaim, now: float | None = None) -> Wo
         storage_class=claim.spec.storage_class_name,
         long_lived=labels.get(LIFETIME_LABEL) == LONG_LIVED,
         static_volume=claim.metadata.annotations.get(VOLUME_ANNOTATION),
-        session=labels.get(SESSION_LABEL),
+        owner_id=labels.get(OWNER_ID_LABEL),
         owner=f"{labels.get(OWNER_HOST_LABEL, '?')}:{labels.get(OWNER_PID_LABEL, '?')}",
         age_seconds=None if created is None else round(now - created),
     )

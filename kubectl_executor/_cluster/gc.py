@@ -27,6 +27,7 @@ import logging
 import os
 import socket
 import time
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
@@ -39,8 +40,8 @@ from .labels import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
 )
 from .manifest import label_safe, validate_label_value
 from .models import Pod
@@ -69,13 +70,20 @@ class GcCandidate:
     reason: str
     detail: str
     age_seconds: float | None
-    session: str | None
+    owner_id: str | None
     owner_host: str | None
     owner_pid: int | None
     phase: str
     long_lived: bool
     deleted: bool = False
     kind: str = "pod"  # or "pvc": a workspace's claim (``include_volumes``)
+
+    @property
+    def session(self) -> str | None:
+        """Deprecated alias of :attr:`owner_id`, its former name ("session" now means only the
+        persistent exec channel)."""
+        warnings.warn("GcCandidate.session is deprecated: use owner_id", DeprecationWarning, stacklevel=2)
+        return self.owner_id
 
 
 @dataclass(frozen=True)
@@ -86,7 +94,7 @@ class GcPolicy:
     host: str
     process_start: ProcessStart
     older_than: float | None = None
-    session: str | None = None
+    owner_id: str | None = None
     owner_host: str | None = None
     include_live_owners: bool = False
     include_long_lived: bool = False
@@ -131,8 +139,8 @@ def decide(pod: Pod, policy: GcPolicy) -> GcCandidate | None:
     labels = pod.metadata.labels
     if labels.get(MANAGED_BY_LABEL) != MANAGED_BY or pod.metadata.deletion_timestamp:
         return None
-    session = labels.get(SESSION_LABEL)
-    if policy.session is not None and session != policy.session:
+    owner_id = labels.get(OWNER_ID_LABEL)
+    if policy.owner_id is not None and owner_id != policy.owner_id:
         return None
     host = labels.get(OWNER_HOST_LABEL)
     if policy.owner_host is not None and host != label_safe(policy.owner_host):
@@ -164,7 +172,7 @@ def decide(pod: Pod, policy: GcPolicy) -> GcCandidate | None:
         reason=reason,
         detail=detail,
         age_seconds=age,
-        session=session,
+        owner_id=owner_id,
         owner_host=host,
         owner_pid=_owner_pid(pod),
         phase=phase,
@@ -178,11 +186,11 @@ def plan(pods: Iterable[Pod], policy: GcPolicy) -> list[GcCandidate]:
     return sorted(found, key=lambda c: (-(c.age_seconds or 0.0), c.namespace, c.name))
 
 
-def selector(session: str | None = None, owner_host: str | None = None) -> str:
+def selector(owner_id: str | None = None, owner_host: str | None = None) -> str:
     """Label selector for the server side of the filtering (:func:`decide` checks again)."""
     terms = [f"{MANAGED_BY_LABEL}={MANAGED_BY}"]
-    if session is not None:
-        terms.append(f"{SESSION_LABEL}={validate_label_value(session)}")
+    if owner_id is not None:
+        terms.append(f"{OWNER_ID_LABEL}={validate_label_value(owner_id)}")
     if owner_host is not None:
         terms.append(f"{OWNER_HOST_LABEL}={label_safe(owner_host)}")
     return ",".join(terms)
@@ -232,7 +240,7 @@ def local_process_start(pid: int) -> float | None:
 def make_policy(
     *,
     older_than: float | None = None,
-    session: str | None = None,
+    owner_id: str | None = None,
     owner_host: str | None = None,
     include_live_owners: bool = False,
     include_long_lived: bool = False,
@@ -247,7 +255,7 @@ def make_policy(
         host=host or socket.gethostname(),
         process_start=process_start,
         older_than=older_than,
-        session=session,
+        owner_id=owner_id,
         owner_host=owner_host,
         include_live_owners=include_live_owners,
         include_long_lived=include_long_lived,
@@ -258,7 +266,7 @@ def collect_pod_garbage(
     kubectl: Kubectl, policy: GcPolicy, *, dry_run: bool = False, all_namespaces: bool = False
 ) -> list[GcCandidate]:
     """Delete the pods ``policy`` judges garbage; return what was (or would be) deleted."""
-    pods = list_pods(kubectl, selector(policy.session, policy.owner_host), all_namespaces=all_namespaces)
+    pods = list_pods(kubectl, selector(policy.owner_id, policy.owner_host), all_namespaces=all_namespaces)
     candidates = plan(pods, policy)
     if not dry_run and candidates:
         candidates = _delete_pods(kubectl, candidates)

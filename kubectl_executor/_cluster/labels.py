@@ -5,7 +5,11 @@ strands the objects made by an older version, so they are part of the on-cluster
 
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGED_BY = "kubectl-executor"
-SESSION_LABEL = "kubectl-executor.io/session"
+# The owner id: which executor (or workspace) made the object; its ``owner_id``. The key keeps the
+# word "session" (the first name of the owner id): pods made by earlier versions carry it, and
+# renaming the key would hide them from gc, ``ls`` and netpol selection. In this code base
+# "session" means the persistent exec channel to a pod (``session=True``), never this id.
+OWNER_ID_LABEL = "kubectl-executor.io/session"
 OWNER_HOST_LABEL = "kubectl-executor.io/owner-host"
 OWNER_PID_LABEL = "kubectl-executor.io/owner-pid"
 CREATED_AT_LABEL = "kubectl-executor.io/created-at"

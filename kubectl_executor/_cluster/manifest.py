@@ -19,8 +19,8 @@ from .labels import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
 )
@@ -97,11 +97,11 @@ def spec_hash(image: str, work_dir: str) -> str:
     return hashlib.sha256(f"{image}\n{work_dir}".encode()).hexdigest()[:16]
 
 
-def ownership_labels(session: str, created_at: int, pid: int, host: str | None = None) -> dict[str, str]:
-    """managed-by, session, owner host/pid, created-at: what ``gc`` and reuse select on."""
+def ownership_labels(owner_id: str, created_at: int, pid: int, host: str | None = None) -> dict[str, str]:
+    """managed-by, owner id, owner host/pid, created-at: what ``gc`` and reuse select on."""
     return {
         MANAGED_BY_LABEL: MANAGED_BY,
-        SESSION_LABEL: validate_label_value(session),
+        OWNER_ID_LABEL: validate_label_value(owner_id),
         OWNER_HOST_LABEL: label_safe(host or socket.gethostname()),
         OWNER_PID_LABEL: str(pid),
         CREATED_AT_LABEL: str(created_at),

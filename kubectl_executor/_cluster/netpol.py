@@ -2,14 +2,14 @@
 
 Model-written code should not reach the network unless the user says so: with
 ``network_policy=True`` the executor creates this policy *before* its pod (so the pod never runs
-without it) and deletes it with the pod. It selects the pod by its session label and allows no
+without it) and deletes it with the pod. It selects the pod by its owner-id label and allows no
 egress at all, DNS included. Ingress is left alone (nothing listens in the pod).
 
 How to relax it:
 
 * ``network_policy=False`` (the default): no policy, e.g. when the code must ``pip install``.
 * Keep the deny and open exactly what is needed with a policy of your own that selects the same
-  pod label (``kubectl-executor.io/session=<executor.session_id>``, or a label you add with
+  pod label (``kubectl-executor.io/session=<executor.owner_id>``, or a label you add with
   ``labels=``): NetworkPolicies are additive, so an allow rule in any policy opens that path.
 
 A policy only takes effect where the cluster's network plugin enforces NetworkPolicy (Calico,
@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from ..errors import InvalidInputError
-from .labels import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL
+from .labels import MANAGED_BY, MANAGED_BY_LABEL, OWNER_ID_LABEL
 from .manifest import validate_dns_label, validate_label_value
 
 API_VERSION = "networking.k8s.io/v1"
@@ -33,22 +33,22 @@ RESOURCE = "networkpolicy.networking.k8s.io"
 
 def build_egress_deny_policy(
     name: str,
-    session: str,
+    owner_id: str,
     *,
     owner_pod: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """The policy for the pod of session ``session``, named like the pod.
+    """The policy for the pod of owner ``owner_id``, named like the pod.
 
     ``owner_pod`` (``{"name", "uid"}`` of that pod) adds an ownerReference so that the cluster's
     garbage collector deletes the policy with the pod even when nobody calls ``stop()``.
     """
     validate_dns_label(name, "network policy name")
-    validate_label_value(session)
-    if not session:
-        raise InvalidInputError("a network policy needs the session label value of its pod")
+    validate_label_value(owner_id)
+    if not owner_id:
+        raise InvalidInputError("a network policy needs the owner-id label value of its pod")
     metadata: dict[str, Any] = {
         "name": name,
-        "labels": {MANAGED_BY_LABEL: MANAGED_BY, SESSION_LABEL: session},
+        "labels": {MANAGED_BY_LABEL: MANAGED_BY, OWNER_ID_LABEL: owner_id},
     }
     if owner_pod is not None:
         if not owner_pod.get("name") or not owner_pod.get("uid"):
@@ -68,7 +68,7 @@ def build_egress_deny_policy(
         "kind": KIND,
         "metadata": metadata,
         "spec": {
-            "podSelector": {"matchLabels": {SESSION_LABEL: session}},
+            "podSelector": {"matchLabels": {OWNER_ID_LABEL: owner_id}},
             "policyTypes": ["Egress"],
             "egress": [],
         },

@@ -31,7 +31,7 @@ from .labels import (
     IMAGE_ANNOTATION,
     MANAGED_BY,
     MANAGED_BY_LABEL,
-    SESSION_LABEL,
+    OWNER_ID_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
 )
@@ -117,11 +117,11 @@ def create_pod(kubectl: Kubectl, manifest: dict[str, Any], *, network_policy: bo
     if not network_policy:
         return apply_pod(kubectl, manifest)
     name = manifest["metadata"]["name"]
-    session = manifest["metadata"]["labels"][SESSION_LABEL]
-    policy = netpol.build_egress_deny_policy(name, session)
+    owner_id = manifest["metadata"]["labels"][OWNER_ID_LABEL]
+    policy = netpol.build_egress_deny_policy(name, owner_id)
     kubectl.run(["apply", "-f", "-"], stdin=json.dumps(policy).encode())
     pod = apply_pod(kubectl, manifest)
-    owned = netpol.build_egress_deny_policy(name, session, owner_pod={"name": name, "uid": pod.metadata.uid})
+    owned = netpol.build_egress_deny_policy(name, owner_id, owner_pod={"name": name, "uid": pod.metadata.uid})
     kubectl.run(["apply", "-f", "-"], stdin=json.dumps(owned).encode())
     return pod
 

@@ -44,7 +44,7 @@ def _mcp_option(*decls: str, env: str, **kw: Any) -> Callable[[F], F]:
         "Host configuration (Claude Desktop and other `mcpServers` JSON):\n\n\b\n"
         '  {"mcpServers": {"kubectl-executor": {"command": "kubectl-executor", "args": ["mcp"],\n'
         '     "env": {"KUBECTL_EXECUTOR_NAMESPACE": "sandbox"}}}}\n\n'
-        "One pod per MCP session, made on the first tool call and deleted when the session ends or\n"
+        "One pod per MCP session, made on the first tool call and deleted when the MCP session ends or\n"
         "idles out. Pods of a killed server are removed by `kubectl-executor gc`."
     )
 )
@@ -54,7 +54,7 @@ def _mcp_option(*decls: str, env: str, **kw: Any) -> Callable[[F], F]:
     type=click.Choice(["stdio", "http"]),
     default="stdio",
     show_default=True,
-    help="stdio (one client) or streamable HTTP (many sessions)",
+    help="stdio (one client) or streamable HTTP (many MCP sessions)",
 )
 @_mcp_option("--host", env="HOST", default="127.0.0.1", show_default=True, help="HTTP: address to listen on")
 @_mcp_option(
@@ -72,7 +72,7 @@ def _mcp_option(*decls: str, env: str, **kw: Any) -> Callable[[F], F]:
     default="600",
     show_default=True,
     metavar="DURATION",
-    help="delete a session's pod after this long without a call (90s, 10m; 0: never)",
+    help="delete an MCP session's pod after this long without a call (90s, 10m; 0: never)",
 )
 @_mcp_option(
     "--pool-size", env="POOL_SIZE", type=click.IntRange(min=0), default=0, help="keep N warm pods ready"
@@ -83,7 +83,7 @@ def _mcp_option(*decls: str, env: str, **kw: Any) -> Callable[[F], F]:
     type=click.IntRange(min=1),
     default=16,
     show_default=True,
-    help="sessions with a pod at once",
+    help="MCP sessions with a pod at once",
 )
 @_mcp_option(
     "--max-file-bytes",
@@ -245,7 +245,7 @@ def _mcp_banner(server: KubectlExecutorMcp, transport: str) -> None:
         where = f"context {kw['context']}, {where}"
     click.echo(
         f"kubectl-executor mcp {__version__} ({transport}): pods of {kw.get('image', IMAGE)} in "
-        f"{where}; at most {config.max_sessions} sessions; run timeout {config.run_timeout}s "
+        f"{where}; at most {config.max_sessions} MCP sessions; run timeout {config.run_timeout}s "
         f"(max {config.max_timeout}s); output cap {config.max_output_bytes} bytes per stream",
         err=True,
     )

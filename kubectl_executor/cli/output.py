@@ -12,10 +12,14 @@ from .._cluster.labels import (
     LIFETIME_LABEL,
     LONG_LIVED,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
 )
 from .._cluster.models import Pod
+
+EPHEMERAL = "ephemeral"
+"""The lifetime kind of a pod or claim that is not long-lived: its executor (or workspace) deletes
+it on stop, gc once its owner process is gone. (It was shown as "session" before.)"""
 
 
 def format_age(seconds: float | None) -> str:
@@ -34,11 +38,12 @@ def pod_info(pod: Pod) -> dict[str, Any]:
     return {
         "name": pod.metadata.name,
         "namespace": pod.metadata.namespace,
-        "kind": "long-lived" if labels.get(LIFETIME_LABEL) == LONG_LIVED else "session",
+        "kind": "long-lived" if labels.get(LIFETIME_LABEL) == LONG_LIVED else EPHEMERAL,
         "phase": pod.status.phase,
         "ready": pod.ready,
         "age_seconds": None if created is None else round(time.time() - created),
-        "session": labels.get(SESSION_LABEL),
+        "owner_id": labels.get(OWNER_ID_LABEL),
+        "session": labels.get(OWNER_ID_LABEL),  # deprecated: owner_id under its former name
         "owner": f"{labels.get(OWNER_HOST_LABEL, '?')}:{labels.get(OWNER_PID_LABEL, '?')}",
         "image": pod.spec.containers[0].image if pod.spec.containers else None,
     }

@@ -144,7 +144,7 @@ def down(common: Common, names: tuple[str, ...], all_: bool, wait: bool) -> int:
 @output_options
 @command
 def ls(common: Common, all_namespaces: bool, long_lived: bool) -> int:
-    """List this tool's pods: long-lived ones (from `up`) and those of running sessions."""
+    """List this tool's pods: long-lived ones (from `up`) and ephemeral ones (of running executors)."""
     sel = selector() + (f",{LIFETIME_LABEL}={LONG_LIVED}" if long_lived else "")
     kubectl = make_kubectl(common)
     try:
@@ -210,7 +210,8 @@ def parse_duration(text: str) -> float:
     metavar="DURATION",
     help="also delete pods older than this (90s, 10m, 2h, 1d)",
 )
-@click.option("--session", help="only pods of this session id")
+@click.option("--owner-id", help="only pods of this owner (an executor's owner_id)")
+@click.option("--session", hidden=True, help="deprecated alias of --owner-id")
 @click.option("--owner-host", help="only pods created from this host")
 @click.option(
     "--include-live-owners", is_flag=True, help="also pods whose owner process is still running here"
@@ -229,6 +230,7 @@ def parse_duration(text: str) -> float:
 def gc(
     common: Common,
     older_than: str | None,
+    owner_id: str | None,
     session: str | None,
     owner_host: str | None,
     include_live_owners: bool,
@@ -239,12 +241,17 @@ def gc(
 ) -> int:
     """Delete this tool's orphaned pods (and, with --volumes, workspace claims)."""
     ttl = parse_duration(older_than) if older_than is not None else None
+    if session is not None:
+        if owner_id is not None and owner_id != session:
+            raise Failure("give --owner-id or its deprecated alias --session, not both")
+        click.echo("warning: --session is deprecated: use --owner-id", err=True)
+        owner_id = session
     kubectl = make_kubectl(common)
     try:
         found = collect_garbage(
             kubectl,
             older_than=ttl,
-            session=session,
+            owner_id=owner_id,
             owner_host=owner_host,
             include_live_owners=include_live_owners,
             include_long_lived=include_long_lived,
@@ -255,7 +262,8 @@ def gc(
     finally:
         kubectl.close()
     if common.json:
-        echo_json([asdict(c) for c in found])
+        # "session": owner_id under its former name (deprecated), for scripts that read it.
+        echo_json([{**asdict(c), "session": c.owner_id} for c in found])
     elif not common.quiet:
         _print_gc(found, dry_run)
     return EXIT_OK

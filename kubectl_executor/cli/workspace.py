@@ -31,7 +31,7 @@ from .base import (
     progress,
     with_exit_codes,
 )
-from .output import format_age, print_table
+from .output import EPHEMERAL, format_age, print_table
 
 ACCESS_MODES = click.Choice(["ReadWriteMany", "ReadWriteOnce", "ReadOnlyMany", "ReadWriteOncePod"])
 
@@ -220,7 +220,7 @@ def workspace_list(common: Common, all_namespaces: bool, long_lived: bool) -> in
                 w.capacity or "",
                 w.short_access_modes,
                 "<none>" if w.storage_class is None else (w.storage_class or '""'),
-                "long-lived" if w.long_lived else "session",
+                "long-lived" if w.long_lived else EPHEMERAL,
                 format_age(w.age_seconds),
                 w.owner,
             ]

@@ -1,6 +1,6 @@
 """The tools as one table: each a :class:`ToolSpec` with its arguments (a pydantic model: the input
 schema), its result model (the output schema), its description (stating this server's limits) and
-a blocking handler that runs in the session's worker thread. The server serves them all through
+a blocking handler that runs in the client's worker thread. The server serves them all through
 one adapter (:meth:`~kubectl_executor.mcp.server.KubectlExecutorMcp._serve`)."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from mcp.types import ToolAnnotations
 from pydantic import BaseModel, Field
 
 from . import models, tools
+from .clients import Workspace
 from .config import McpConfig
-from .sessions import Workspace
 from .tools import RefusedError, Reply, Sandbox
 
 A = TypeVar("A", bound=BaseModel)
@@ -80,7 +80,7 @@ class NoArgs(BaseModel):
 
 @dataclass
 class Call:
-    """What a handler needs: its session's workspace, the limits, and this connection's budget."""
+    """What a handler needs: its client's workspace, the limits, and this connection's budget."""
 
     ws: Workspace
     config: McpConfig
@@ -196,7 +196,7 @@ def tool_specs(config: McpConfig) -> list[ToolSpec[Any]]:
         ToolSpec(
             "run_code",
             "Run code in the sandbox",
-            "Run a program (python, bash, sh or pwsh) in this session's sandbox pod, in its workspace "
+            "Run a program (python, bash, sh or pwsh) in this MCP session's sandbox pod, in its workspace "
             "directory; files persist between calls. No file is left behind unless the code's first line "
             f"names one ('# filename: job.py'). {runs}",
             RunCodeArgs,
@@ -262,7 +262,7 @@ def tool_specs(config: McpConfig) -> list[ToolSpec[Any]]:
         ToolSpec(
             "reset_workspace",
             "Reset the sandbox",
-            "Delete this session's pod with all its files and processes; the next call starts a fresh one.",
+            "Delete this MCP session's pod with all its files and processes; the next call starts a fresh one.",
             NoArgs,
             models.ResetResult,
             _reset,

@@ -3,14 +3,14 @@
 Every response is built to fit the smallest limit of the clients a transport serves:
 
 * stdio: the TypeScript SDK reads messages into a 10 MiB buffer (a larger message closes the
-  client, and with it the session, the pod and the workspace);
+  client, and with it the MCP session, the pod and the workspace);
 * streamable HTTP with server-sent events: the Python SDK's and fastmcp's clients refuse events over
   1 MiB (their default);
 * streamable HTTP with JSON responses (``json_response``): no event limit, so the stdio budget;
   but then nothing is sent before the result, so no progress notifications either.
 
 A response is budgeted below the limit by a fixed envelope allowance (the JSON-RPC frame, the SSE
-framing and the result's metadata); what does not fit is a tool error, never a dropped session.
+framing and the result's metadata); what does not fit is a tool error, never a dropped MCP session.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class McpConfig:
     """What the server needs besides the tools: executor options and its own limits.
 
     ``executor_kwargs`` go to :class:`~kubectl_executor.KubernetesCommandLineCodeExecutor` (``start``
-    and ``pool`` are the server's). ``idle_timeout`` 0 keeps idle sessions' pods until the session
-    ends. ``max_file_bytes`` caps an upload and the file a ranged download reads from.
+    and ``pool`` are the server's). ``idle_timeout`` 0 keeps idle clients' pods until the MCP session
+    ends. ``max_sessions``: MCP sessions (clients) with a pod at once. ``max_file_bytes`` caps an upload and the file a ranged download reads from.
     ``progress_interval`` is how often a call in progress reports (clients that reset their
     request timeout on progress then wait as long as the run needs).
     """

@@ -9,7 +9,7 @@ from pydantic import BaseModel, Field, PrivateAttr
 
 
 class PodResult(BaseModel):
-    pod: str | None = Field(None, description="the session's pod")
+    pod: str | None = Field(None, description="the MCP session's pod")
     notice: str | None = Field(None, description="something the caller should know (e.g. a fresh pod)")
 
 

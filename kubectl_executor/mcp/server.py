@@ -1,11 +1,11 @@
-"""The MCP server: one adapter that serves the table of tools (:mod:`.catalog`), sessions, progress,
+"""The MCP server: one adapter that serves the table of tools (:mod:`.catalog`), clients, progress,
 the two transports.
 
 Each tool is a :class:`~kubectl_executor.mcp.catalog.ToolSpec`: its arguments (a pydantic model:
 the input schema), its result model (the output schema), and a blocking handler. :meth:`KubectlExecutorMcp._serve` does what
-every call needs: the session's workspace, its worker thread, progress notifications while the
+every call needs: the client's workspace, its worker thread, progress notifications while the
 pod starts and the run goes on, the notice of a fresh pod, a pod that vanished, the size check
-against the connection's budget, and errors as tool errors (never a dropped session).
+against the connection's budget, and errors as tool errors (never a dropped MCP session).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import logging
 import os
 import socket
 import threading
+import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -42,9 +43,9 @@ from ..errors import (
 )
 from ..executor import KubernetesCommandLineCodeExecutor
 from .catalog import Call, ToolSpec, tool_specs
+from .clients import ClientRegistry, SandboxFactory, Workspace
 from .config import McpConfig, Transport, response_budget
 from .models import RunResult, render_run
-from .sessions import SandboxFactory, SessionRegistry, Workspace
 from .tools import RefusedError, Reply, Sandbox
 
 if TYPE_CHECKING:
@@ -54,15 +55,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-STDIO_SESSION = "stdio"
+STDIO_CLIENT = "stdio"
 NO_CLUSTER = (
     "no cluster configured: set KUBECONFIG in the server's env (the host starts MCP servers with a "
     "minimal environment), or pass --kubeconfig / KUBECTL_EXECUTOR_KUBECONFIG"
 )
 
 INSTRUCTIONS = """\
-Runs code in a Kubernetes pod that belongs to this session: created on the first tool call, \
-deleted when the session ends or has been idle too long. Files persist between calls in the \
+Runs code in a Kubernetes pod that belongs to this MCP session: created on the first tool call, \
+deleted when the MCP session ends or has been idle too long. Files persist between calls in the \
 workspace (the pod's working directory). A non-zero exit_code is the program's own result (124: it \
 timed out), not a tool failure. Tool errors mean the sandbox could not do what was asked."""
 
@@ -110,19 +111,26 @@ def cluster_problem(executor_kwargs: Mapping[str, Any], environ: Mapping[str, st
     return NO_CLUSTER
 
 
-def session_key(ctx: Context) -> str:
-    """stdio serves one client per process; over HTTP the SDK's session id names the session."""
+def client_key(ctx: Context) -> str:
+    """The client a request comes from: stdio serves one client per process; over HTTP the MCP
+    session id (``Mcp-Session-Id``) names the client."""
     request = ctx.request_context.request
     if request is None:
-        return STDIO_SESSION
+        return STDIO_CLIENT
     headers = getattr(request, "headers", None)
-    session_id = headers.get("mcp-session-id") if headers is not None else None
-    if not session_id:
+    mcp_session_id = headers.get("mcp-session-id") if headers is not None else None
+    if not mcp_session_id:
         raise RefusedError(
             "this request belongs to no MCP session (no Mcp-Session-Id): the server keeps one pod per "
-            "session, so connect with the initialize handshake"
+            "MCP session, so connect with the initialize handshake"
         )
-    return f"http:{session_id}"
+    return f"http:{mcp_session_id}"
+
+
+def session_key(ctx: Context) -> str:
+    """Deprecated alias of :func:`client_key` ("session" now means the executor's exec channel)."""
+    warnings.warn("session_key is deprecated: use client_key", DeprecationWarning, stacklevel=2)
+    return client_key(ctx)
 
 
 def _wants_progress(ctx: Context) -> bool:
@@ -134,8 +142,8 @@ def _wants_progress(ctx: Context) -> bool:
     return getattr(meta, "progress_token", None) is not None
 
 
-async def _sessions_need_handshake(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
-    """Over HTTP the 2026-07-28 era has no sessions: refuse its discovery, clients fall back."""
+async def _mcp_sessions_need_handshake(ctx: Any, call_next: Callable[[Any], Awaitable[Any]]) -> Any:
+    """Over HTTP the 2026-07-28 era has no MCP sessions: refuse its discovery, clients fall back."""
     if ctx.method == "server/discover" and ctx.request is not None:
         raise MCPError(
             code=METHOD_NOT_FOUND,
@@ -148,7 +156,7 @@ async def _sessions_need_handshake(ctx: Any, call_next: Callable[[Any], Awaitabl
 
 
 class KubectlExecutorMcp:
-    """The MCP server: tools, sessions, optional warm pool, and the two transports."""
+    """The MCP server: tools, a pod per client, optional warm pool, and the two transports."""
 
     def __init__(
         self,
@@ -168,8 +176,8 @@ class KubectlExecutorMcp:
         self._pool_kubectl: Kubectl | None = None
         self._state_lock = threading.Lock()
         self._close_lock = threading.Lock()
-        self.sessions = SessionRegistry(
-            self._make_executor, idle_timeout=self.config.idle_timeout, max_sessions=self.config.max_sessions
+        self.clients = ClientRegistry(
+            self._make_executor, idle_timeout=self.config.idle_timeout, max_clients=self.config.max_sessions
         )
         # The SDK's constructor calls logging.basicConfig(); a library leaves logging to the application.
         root = logging.getLogger()
@@ -181,7 +189,7 @@ class KubectlExecutorMcp:
                 instructions=INSTRUCTIONS,
                 version=__version__,
                 lifespan=self._lifespan,
-                middleware=[_sessions_need_handshake],
+                middleware=[_mcp_sessions_need_handshake],
             )
         finally:
             root.handlers[:] = handlers
@@ -195,6 +203,14 @@ class KubectlExecutorMcp:
                 annotations=spec.annotations,
             )
 
+    @property
+    def sessions(self) -> ClientRegistry:
+        """Deprecated alias of :attr:`clients` ("session" now means the executor's exec channel)."""
+        warnings.warn(
+            "KubectlExecutorMcp.sessions is deprecated: use clients", DeprecationWarning, stacklevel=2
+        )
+        return self.clients
+
     # -- lifecycle ------------------------------------------------------------------------------
 
     def _make_executor(self) -> Sandbox:
@@ -203,7 +219,7 @@ class KubectlExecutorMcp:
         kwargs = dict(self.config.executor_kwargs)
         kwargs.setdefault("max_output_bytes", self.config.max_output_bytes)
         kwargs.setdefault("timeout", self.config.run_timeout)
-        kwargs.setdefault("session", True)  # one long-lived exec per pod
+        kwargs.setdefault("session", True)  # the executor's persistent exec session: one exec per pod
         return KubernetesCommandLineCodeExecutor(start=False, pool=self._pool, **kwargs)
 
     def check_options(self) -> None:
@@ -214,7 +230,7 @@ class KubectlExecutorMcp:
     def open(self) -> None:
         """Start the reaper (and the warm pool); the transports call this."""
         with self._state_lock:
-            self.sessions.reopen()
+            self.clients.reopen()
             if (
                 self.config.pool_size
                 and self._pool is None
@@ -222,13 +238,13 @@ class KubectlExecutorMcp:
                 and self.cluster_problem is None
             ):
                 self._pool, self._pool_kubectl = _make_pool(self.config)
-        self.sessions.start_reaper()
+        self.clients.start_reaper()
 
     def close(self) -> None:
-        """Delete every session's pod and the pool's. Idempotent; a concurrent caller (the lifespan
+        """Delete every client's pod and the pool's. Idempotent; a concurrent caller (the lifespan
         and a SIGTERM handler) waits until the first one is done."""
         with self._close_lock:
-            self.sessions.close_all()
+            self.clients.close_all()
             with self._state_lock:
                 pool, self._pool = self._pool, None
                 kubectl, self._pool_kubectl = self._pool_kubectl, None
@@ -264,7 +280,7 @@ class KubectlExecutorMcp:
         anyio.run(self.run_stdio)
 
     def http_app(self, *, path: str = "/mcp", host: str = "127.0.0.1") -> ASGIApp:
-        """The streamable-HTTP ASGI app; a session's DELETE deletes its pod at once."""
+        """The streamable-HTTP ASGI app; an MCP session's DELETE deletes its client's pod at once."""
         body = max(4 * 1024 * 1024, self.config.max_file_bytes * 4 // 3 + 1024 * 1024)
         app = self.mcp.streamable_http_app(
             streamable_http_path=path,
@@ -273,7 +289,7 @@ class KubectlExecutorMcp:
             session_idle_timeout=self.config.idle_timeout or None,
             host=host,
         )
-        return _SessionEndWatcher(app, lambda sid: self.sessions.end(f"http:{sid}"))
+        return _McpSessionEndWatcher(app, lambda sid: self.clients.end(f"http:{sid}"))
 
     async def run_http(
         self,
@@ -338,7 +354,7 @@ class KubectlExecutorMcp:
         if self.cluster_problem is not None and spec.name != "reset_workspace":
             return _error(self.cluster_problem)
         try:
-            ws = self.sessions.acquire(session_key(ctx))
+            ws = self.clients.acquire(client_key(ctx))
         except RefusedError as exc:
             return _error(str(exc))
         call = Call(ws, self.config, self._budget(ctx))
@@ -351,7 +367,7 @@ class KubectlExecutorMcp:
             except NotFoundError as exc:
                 name = w.discard()
                 raise RefusedError(
-                    f"the session's pod {name} is gone ({exc.message}); the next call starts a fresh pod "
+                    f"the client's pod {name} is gone ({exc.message}); the next call starts a fresh pod "
                     "with an empty workspace"
                 ) from exc
             notice = w.take_notice()
@@ -366,7 +382,7 @@ class KubectlExecutorMcp:
         except Exception as exc:
             return _error(error_text(exc))
         finally:
-            self.sessions.release(ws)
+            self.clients.release(ws)
         return _fit(reply, call.budget)
 
     @contextlib.asynccontextmanager
@@ -442,8 +458,8 @@ def _only_client_gone(exc: BaseException) -> bool:
     )
 
 
-class _SessionEndWatcher:
-    """ASGI wrapper: a DELETE that the SDK accepted ends that MCP session's pod."""
+class _McpSessionEndWatcher:
+    """ASGI wrapper: a DELETE that the SDK accepted ends that MCP session's client (and its pod)."""
 
     def __init__(self, app: ASGIApp, on_end: Callable[[str], None]) -> None:
         self.app = app
@@ -453,7 +469,7 @@ class _SessionEndWatcher:
         if scope["type"] != "http" or scope.get("method") != "DELETE":
             await self.app(scope, receive, send)
             return
-        session_id = next(
+        mcp_session_id = next(
             (v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"mcp-session-id"), None
         )
         status: list[int] = []
@@ -464,8 +480,8 @@ class _SessionEndWatcher:
             await send(message)
 
         await self.app(scope, receive, watch)
-        if session_id and status and 200 <= status[0] < 300:
-            self._on_end(session_id)
+        if mcp_session_id and status and 200 <= status[0] < 300:
+            self._on_end(mcp_session_id)
 
 
 def _bind(host: str, port: int) -> socket.socket:

@@ -1,4 +1,4 @@
-"""The tools' work, blocking (each runs in its session's worker thread) and pure of the SDK's
+"""The tools' work, blocking (each runs in its client's worker thread) and pure of the SDK's
 transport: what the sandbox is asked, and the result it becomes.
 
 Everything goes through the executor's public API (:class:`Sandbox` names the part of it used):

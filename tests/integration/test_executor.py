@@ -218,7 +218,7 @@ def test_pod_is_hardened_and_labelled(cluster: Cluster, executor: KubernetesComm
     )
     labels = pod["metadata"]["labels"]
     assert labels["app.kubernetes.io/managed-by"] == "kubectl-executor"
-    assert labels["kubectl-executor.io/session"] == executor.session_id
+    assert labels["kubectl-executor.io/session"] == executor.owner_id
     assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
     assert pod["spec"]["automountServiceAccountToken"] is False
     uid = executor.execute_code_blocks([CodeBlock("id -u", "sh")])

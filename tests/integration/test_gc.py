@@ -26,7 +26,7 @@ from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
 
 options = json.loads(sys.argv[1])
 executor = KubernetesCommandLineCodeExecutor(timeout=600, **options)
-print(executor.pod_name, executor.session_id, flush=True)
+print(executor.pod_name, executor.owner_id, flush=True)
 
 def on_output(stream, chunk):
     print("RUNNING", flush=True)
@@ -44,7 +44,7 @@ def kubectl(cluster: Cluster) -> Iterator[Kubectl]:
 
 
 def start_child(cluster: Cluster, **options: Any) -> tuple[subprocess.Popen[str], str, str]:
-    """The child's pod name and session, once its block is running in the pod."""
+    """The child's pod name and owner id, once its block is running in the pod."""
     child = subprocess.Popen(
         [sys.executable, "-c", CHILD, json.dumps({**cluster.executor_kwargs(), **options})],
         stdout=subprocess.PIPE,
@@ -76,7 +76,7 @@ def wait_deleted(cluster: Cluster, name: str) -> None:
 
 
 def test_sigkilled_owner_mid_run_leaves_no_pod_after_gc(cluster: Cluster, kubectl: Kubectl) -> None:
-    child, pod, session = start_child(cluster)
+    child, pod, owner_id = start_child(cluster)
     try:
         assert child.stdout is not None
         assert child.stdout.readline().strip() == "RUNNING"  # the block is running in the pod
@@ -84,11 +84,11 @@ def test_sigkilled_owner_mid_run_leaves_no_pod_after_gc(cluster: Cluster, kubect
         child.wait()
         assert pod in {p["metadata"]["name"] for p in cluster.pods()}
 
-        dry = collect_garbage(kubectl, session=session, dry_run=True)
+        dry = collect_garbage(kubectl, owner_id=owner_id, dry_run=True)
         assert [(c.name, c.reason, c.deleted) for c in dry] == [(pod, "owner-gone", False)]
         assert pod in {p["metadata"]["name"] for p in cluster.pods()}
 
-        done = collect_garbage(kubectl, session=session)
+        done = collect_garbage(kubectl, owner_id=owner_id)
         assert [(c.name, c.reason, c.deleted) for c in done] == [(pod, "owner-gone", True)]
         wait_deleted(cluster, pod)
         listed = cluster.run("get", "pods", "-n", cluster.namespace, "-o", "json")
@@ -140,7 +140,7 @@ def test_cli_gc_collects_a_pod_past_its_deadline(cluster: Cluster) -> None:
     """A pod that hit activeDeadlineSeconds (Failed/DeadlineExceeded) is collected whoever owns it."""
     # The deadline counts from the pod's start on the node: a real node takes seconds to start
     # the sandbox and the container, and a pod past it before Ready never runs the block.
-    child, pod, session = start_child(cluster, active_deadline_seconds=2 if cluster.emulator else 20)
+    child, pod, owner_id = start_child(cluster, active_deadline_seconds=2 if cluster.emulator else 20)
     # The owner dies first, without cleaning up: a live owner sees its block fail at the deadline
     # and deletes its own pod before gc looks (seen on the real cluster, where the deadline is long).
     kill_group(child)
@@ -167,7 +167,7 @@ def test_cli_gc_collects_a_pod_past_its_deadline(cluster: Cluster) -> None:
             env["KUBECTL_EXECUTOR_CONTEXT"] = cluster.context
         # The owner is gone too, but the phase decides first.
         done = subprocess.run(
-            [sys.executable, "-m", "kubectl_executor", "gc", "--session", session, "-o", "json"],
+            [sys.executable, "-m", "kubectl_executor", "gc", "--owner-id", owner_id, "-o", "json"],
             env=env,
             capture_output=True,
             text=True,

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 import pytest
 
-from kubectl_executor._cluster.labels import OWNER_HOST_LABEL, OWNER_PID_LABEL, POOL_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.labels import OWNER_HOST_LABEL, OWNER_ID_LABEL, OWNER_PID_LABEL, POOL_LABEL
 
 pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install 'kubectl-executor[mcp]'")
 
@@ -175,7 +175,7 @@ async def test_stdio_runs_code_with_exit_codes_and_timeouts_and_deletes_the_pod_
         assert {three["pod"], slow["pod"], shell["pod"]} == {pod}
         assert pod in pod_names(cluster)
 
-    # The client closed stdin: the server deleted the session's pod before it exited.
+    # The client closed stdin: the server deleted the MCP session's pod before it exited.
     assert pod not in pod_names(cluster)
 
 
@@ -254,7 +254,7 @@ async def test_a_sigkilled_server_leaves_a_pod_that_gc_removes(cluster: Cluster,
     assert pod in pod_names(cluster)
 
     gc = subprocess.run(
-        [*server_command(), "gc", "--session", labels[SESSION_LABEL], "-o", "json"],
+        [*server_command(), "gc", "--owner-id", labels[OWNER_ID_LABEL], "-o", "json"],
         env=server_env(cluster),
         capture_output=True,
         text=True,
@@ -439,7 +439,7 @@ async def test_progress_notifications_reach_the_client_while_a_run_goes_on(
         )
 
     assert structured(first)["stdout"] == "up\n" and structured(ran)["stdout"] == "begun\ndone\n"
-    assert any(m and "starting the session's sandbox pod" in m for _, m in starting), starting
+    assert any(m and "starting the client's sandbox pod" in m for _, m in starting), starting
     assert seen and all(m and m.startswith("running") for _, m in seen), seen
     assert [v for v, _ in seen] == sorted(v for v, _ in seen)
 
@@ -456,7 +456,7 @@ async def test_at_max_sessions_an_idle_sessions_pod_is_reclaimed(cluster: Cluste
 
     assert two["pod"] != one["pod"] and two["entries"] == []
     assert back["pod"] not in (one["pod"], two["pod"]) and back["entries"] == []
-    assert back["notice"] is not None and "reclaimed for another session" in back["notice"]
+    assert back["notice"] is not None and "reclaimed for another client" in back["notice"]
 
 
 async def test_without_a_cluster_configured_a_call_fails_at_once_saying_so(

@@ -151,7 +151,7 @@ def test_the_default_run_timeout_answers_before_the_clients_default_request_time
 def test_one_shot_http_clients_do_not_use_up_max_sessions(
     node: str, cluster: Cluster, errlog: IO[str]
 ) -> None:
-    """The SDK's close() sends no DELETE: at --max-sessions the idle session's pod is reclaimed."""
+    """The SDK's close() sends no DELETE: at --max-sessions the idle MCP session's pod is reclaimed."""
     with http_server(cluster, errlog, "--max-sessions", "2") as (url, _):
         steps: list[dict[str, Any]] = []
         for i in range(4):

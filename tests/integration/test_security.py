@@ -33,7 +33,7 @@ from kubectl_executor import (
     OutcomeUnknownError,
     TransientError,
 )
-from kubectl_executor._cluster.labels import SESSION_LABEL
+from kubectl_executor._cluster.labels import OWNER_ID_LABEL
 from kubectl_executor._cluster.retry import RetryPolicy
 
 pytestmark = pytest.mark.integration
@@ -307,7 +307,7 @@ def test_network_policy_lives_and_dies_with_the_pod(
     )
     pod = json.loads(cluster.run("get", "pod", ex.pod_name, "-n", cluster.namespace, "-o", "json").stdout)
     selector = policy["spec"]["podSelector"]["matchLabels"]
-    assert selector == {SESSION_LABEL: ex.session_id}
+    assert selector == {OWNER_ID_LABEL: ex.owner_id}
     assert all(pod["metadata"]["labels"][k] == v for k, v in selector.items())  # it selects our pod
     assert policy["spec"]["policyTypes"] == ["Egress"] and policy["spec"].get("egress", []) == []
     (owner,) = policy["metadata"]["ownerReferences"]

@@ -280,7 +280,7 @@ from kubectl_executor import WorkspaceVolume
 options = json.loads(sys.argv[1])
 ws = WorkspaceVolume(**options)
 ex = ws.executor()
-print(ws.name, ws.volume_name, ws.session_id, ex.pod_name, ex.session_id, flush=True)
+print(ws.name, ws.volume_name, ws.owner_id, ex.pod_name, ex.owner_id, flush=True)
 time.sleep(600)
 """
 
@@ -306,16 +306,16 @@ def test_a_sigkilled_owners_workspace_is_collected_by_gc(cluster: Cluster) -> No
         assert child.stdout is not None
         line = child.stdout.readline().split()
         assert len(line) == 5, child.stderr.read() if child.stderr else ""
-        claim, volume, session, pod, pod_session = line
+        claim, volume, owner_id, pod, pod_owner_id = line
         os.killpg(child.pid, signal.SIGKILL)  # no stop(), no atexit: only gc can clean up now
         child.wait()
         assert cluster.get_object("pvc", claim) is not None and cluster.get_object("pv", volume) is not None
 
-        assert collect_garbage(kubectl, session=session) == []  # volumes are opt-in: they hold data
+        assert collect_garbage(kubectl, owner_id=owner_id) == []  # volumes are opt-in: they hold data
         assert cluster.get_object("pvc", claim) is not None
-        pods = collect_garbage(kubectl, session=pod_session, include_volumes=True)
+        pods = collect_garbage(kubectl, owner_id=pod_owner_id, include_volumes=True)
         assert [(c.kind, c.name, c.deleted) for c in pods] == [("pod", pod, True)]
-        done = collect_garbage(kubectl, session=session, include_volumes=True)
+        done = collect_garbage(kubectl, owner_id=owner_id, include_volumes=True)
         assert [(c.kind, c.name, c.reason, c.deleted) for c in done] == [("pvc", claim, "owner-gone", True)]
         cluster.wait_gone("pvc", claim)
         cluster.wait_gone("pv", volume)  # the static volume made for it goes along

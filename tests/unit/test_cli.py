@@ -380,9 +380,9 @@ def test_down_deletes_ours_only(wired: FakeRunner) -> None:
 def test_down_all_deletes_every_long_lived_pod(wired: FakeRunner) -> None:
     wired.pods["a"] = ours("a", long_lived=True)
     wired.pods["b"] = ours("b", long_lived=True)
-    wired.pods["session"] = ours("session")
+    wired.pods["ephemeral"] = ours("ephemeral")
     assert invoke("down", "--all").exit_code == 0
-    assert list(wired.pods) == ["session"]
+    assert list(wired.pods) == ["ephemeral"]
 
 
 def test_ls_lists_our_pods(wired: FakeRunner) -> None:
@@ -391,8 +391,9 @@ def test_ls_lists_our_pods(wired: FakeRunner) -> None:
     data = json.loads(invoke("ls", "-o", "json").stdout)
     assert {(p["name"], p["kind"], p["ready"]) for p in data} == {
         ("box", "long-lived", True),
-        ("kx-1", "session", True),
+        ("kx-1", "ephemeral", True),
     }
+    assert {p["owner_id"] for p in data} == {p["session"] for p in data}  # "session": deprecated name
     table = invoke("ls").stdout.splitlines()
     assert table[0].split() == ["NAME", "KIND", "PHASE", "READY", "AGE", "OWNER", "IMAGE"]
     assert len(table) == 3
@@ -422,12 +423,28 @@ def test_gc_deletes_orphans_and_dry_run_only_reports(wired: FakeRunner) -> None:
 
 def test_gc_passes_filters(wired: FakeRunner, mocker: MockerFixture) -> None:
     collect = mocker.patch.object(cli_pods, "collect_garbage", return_value=[])
-    args = ["gc", "--older-than", "2h", "--session", "abc", "--owner-host", "h", "--include-live-owners"]
+    args = ["gc", "--older-than", "2h", "--owner-id", "abc", "--owner-host", "h", "--include-live-owners"]
     assert invoke(*args, "--include-long-lived", "-A").exit_code == 0
     kwargs = collect.call_args.kwargs
-    assert kwargs["older_than"] == 7200 and kwargs["session"] == "abc" and kwargs["owner_host"] == "h"
+    assert kwargs["older_than"] == 7200 and kwargs["owner_id"] == "abc" and kwargs["owner_host"] == "h"
     assert kwargs["include_live_owners"] and kwargs["include_long_lived"] and kwargs["all_namespaces"]
     assert not kwargs["dry_run"]
+
+
+def test_gc_session_is_a_deprecated_alias_of_owner_id(wired: FakeRunner, mocker: MockerFixture) -> None:
+    collect = mocker.patch.object(cli_pods, "collect_garbage", return_value=[])
+    result = invoke("gc", "--session", "abc")
+    assert result.exit_code == 0 and collect.call_args.kwargs["owner_id"] == "abc"
+    assert "--session is deprecated: use --owner-id" in result.stderr
+    assert "--session" not in invoke("gc", "--help").stdout  # hidden: --owner-id is the documented one
+    assert invoke("gc", "--session", "abc", "--owner-id", "xyz").exit_code == 2
+
+
+def test_gc_json_keeps_the_former_session_key(wired: FakeRunner) -> None:
+    labels = ownership_labels("s1", 1_700_000_000, dead_pid(), host=socket.gethostname())
+    wired.pods["orphan"] = pod_json("orphan", labels=labels)
+    (found,) = json.loads(invoke("gc", "--dry-run", "-o", "json").stdout)
+    assert found["owner_id"] == found["session"] == "s1"
 
 
 @pytest.mark.parametrize(

@@ -188,7 +188,7 @@ def test_list_shows_this_tools_claims(wired: FakeRunner, storage: FakeStorage) -
         "OWNER",
     ]
     assert table[1].split()[:7] == ["a", "Bound", "pv-a", "1Gi", "RWX", "standard", "long-lived"]
-    assert table[2].split()[:6] == ["b", "Pending", "1Gi", "RWX", "standard", "session"]
+    assert table[2].split()[:6] == ["b", "Pending", "1Gi", "RWX", "standard", "ephemeral"]
     assert len(table) == 3
     listed = json.loads(invoke("workspace", "list", "--long-lived", "-o", "json").stdout)
     assert [w["name"] for w in listed] == ["a"]
@@ -212,11 +212,11 @@ def test_delete_only_deletes_this_tools_workspaces(wired: FakeRunner, storage: F
 
 def test_delete_all_takes_the_long_lived_ones(wired: FakeRunner, storage: FakeStorage) -> None:
     storage.claims["kept"] = claim_json("kept", labels=MINE)
-    session = {k: v for k, v in MINE.items() if k != LIFETIME_LABEL}
-    storage.claims["session"] = claim_json("session", labels=session)
+    ephemeral = {k: v for k, v in MINE.items() if k != LIFETIME_LABEL}
+    storage.claims["ephemeral"] = claim_json("ephemeral", labels=ephemeral)
     done = invoke("workspace", "delete", "--all", "--wait")
     assert done.exit_code == 0 and "deleted workspace kept" in done.stdout
-    assert sorted(storage.claims) == ["session"]
+    assert sorted(storage.claims) == ["ephemeral"]
     assert "--wait=true" in verbs(wired, "delete", "pvc")[0]
 
 

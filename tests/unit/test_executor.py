@@ -23,7 +23,7 @@ from kx_fakes import (
 )
 
 from kubectl_executor import CodeBlock, KubernetesCommandLineCodeExecutor
-from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL, SESSION_LABEL, SPEC_LABEL
+from kubectl_executor._cluster.labels import MANAGED_BY, MANAGED_BY_LABEL, OWNER_ID_LABEL, SPEC_LABEL
 from kubectl_executor._cluster.manifest import spec_hash
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._exec.protocol import LAUNCH, LOADER, RICH_ENV, RUN_SCRIPT, RichLimits
@@ -102,13 +102,19 @@ def test_manifest_travels_on_stdin_with_env_and_labels(make: Make, fake_runner: 
     assert manifest["metadata"]["name"] == ex.pod_name
     labels = manifest["metadata"]["labels"]
     assert labels[MANAGED_BY_LABEL] == MANAGED_BY
-    assert labels[SESSION_LABEL] == ex.session_id
+    assert labels[OWNER_ID_LABEL] == ex.owner_id
     assert {"name": "API_URL", "value": "http://svc"} in manifest["spec"]["containers"][0]["env"]
     assert manifest["spec"]["containers"][0]["image"] == "python:3.12-slim"
     # then the watch, on the same pod
     watch = [p for p in fake_runner.spawns if "--watch" in p.args]
     assert watch and watch[0].args[:3] == ["get", "pod", ex.pod_name]
     assert watch[0].killed
+
+
+def test_session_id_is_a_deprecated_alias_of_owner_id(make: Make) -> None:
+    ex = make()
+    with pytest.warns(DeprecationWarning, match="use owner_id"):
+        assert ex.session_id == ex.owner_id
 
 
 def test_pod_name_and_namespace_validated(make: Make, fake_runner: FakeRunner) -> None:

@@ -39,7 +39,7 @@ def make_pod(
     age: float = 60,
     host: str = HERE,
     pid: int = DEAD_PID,
-    session: str = "s1",
+    owner_id: str = "s1",
     phase: str = "Running",
     reason: str | None = None,
     long_lived: bool = False,
@@ -47,7 +47,7 @@ def make_pod(
     deleting: bool = False,
     namespace: str = "ns",
 ) -> Pod:
-    labels = ownership_labels(session, int(NOW - age), pid, host=host)
+    labels = ownership_labels(owner_id, int(NOW - age), pid, host=host)
     if long_lived:
         labels[LIFETIME_LABEL] = LONG_LIVED
     if not managed:
@@ -109,8 +109,8 @@ TABLE: list[tuple[str, Pod, dict[str, Any], str | None]] = [
     ),
     ("not ours", make_pod("q", managed=False), {}, None),
     ("already being deleted", make_pod("r", deleting=True), {}, None),
-    ("other session filtered out", make_pod("s", session="s2"), {"session": "s1"}, None),
-    ("session matches", make_pod("t", session="s1"), {"session": "s1"}, "owner-gone"),
+    ("other owner id filtered out", make_pod("s", owner_id="s2"), {"owner_id": "s1"}, None),
+    ("owner id matches", make_pod("t", owner_id="s1"), {"owner_id": "s1"}, "owner-gone"),
     ("other owner host filtered out", make_pod("u", host="x", phase="Failed"), {"owner_host": HERE}, None),
 ]
 
@@ -122,9 +122,9 @@ def test_decision_table(pod: Pod, options: dict[str, Any], expected: str | None)
 
 
 def test_candidate_says_why_and_whose() -> None:
-    candidate = decide(make_pod("b", pid=DEAD_PID, age=120, session="abc"), policy())
+    candidate = decide(make_pod("b", pid=DEAD_PID, age=120, owner_id="abc"), policy())
     assert candidate is not None
-    assert (candidate.name, candidate.namespace, candidate.session) == ("b", "ns", "abc")
+    assert (candidate.name, candidate.namespace, candidate.owner_id) == ("b", "ns", "abc")
     assert (candidate.owner_host, candidate.owner_pid) == (HERE, DEAD_PID)
     assert candidate.age_seconds == pytest.approx(120)
     assert f"pid {DEAD_PID}" in candidate.detail
@@ -248,3 +248,24 @@ def test_all_namespaces_lists_everywhere_and_deletes_per_namespace(
 def test_negative_ttl_is_refused(make_kubectl: Callable[..., Kubectl]) -> None:
     with pytest.raises(InvalidInputError, match="older_than"):
         gc_on_fake(make_kubectl, older_than=-1)
+
+
+def test_owner_id_filters_and_session_is_its_deprecated_alias(
+    make_kubectl: Callable[..., Kubectl], fake_runner: FakeRunner
+) -> None:
+    store(fake_runner, make_pod("mine", owner_id="s1"))
+    store(fake_runner, make_pod("theirs", owner_id="s2"))
+    assert [c.name for c in gc_on_fake(make_kubectl, owner_id="s1", dry_run=True)] == ["mine"]
+    with pytest.warns(DeprecationWarning, match="owner_id"):
+        found = gc_on_fake(make_kubectl, session="s1", dry_run=True)
+    assert [c.name for c in found] == ["mine"]
+    assert "kubectl-executor.io/session=s1" in fake_runner.runs_of("get")[-1].args[3]
+    with pytest.warns(DeprecationWarning), pytest.raises(InvalidInputError, match="not both"):
+        gc_on_fake(make_kubectl, session="s1", owner_id="s2")
+
+
+def test_candidate_session_is_a_deprecated_alias_of_owner_id() -> None:
+    candidate = decide(make_pod("b", owner_id="abc"), policy())
+    assert candidate is not None
+    with pytest.warns(DeprecationWarning, match="owner_id"):
+        assert candidate.session == "abc"

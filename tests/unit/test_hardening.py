@@ -12,7 +12,7 @@ from kx_fakes import FakeRunner, RunCall, pod_json
 
 from kubectl_executor._cluster import pod as pod_module
 from kubectl_executor._cluster.kubectl import Kubectl
-from kubectl_executor._cluster.labels import MANAGED_BY_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.labels import MANAGED_BY_LABEL, OWNER_ID_LABEL
 from kubectl_executor._cluster.netpol import build_egress_deny_policy
 from kubectl_executor._cluster.pod import (
     SA_NAMESPACE_FILE,
@@ -35,9 +35,9 @@ def test_policy_denies_all_egress_of_exactly_the_sessions_pod() -> None:
     policy = build_egress_deny_policy("kx-abc", "s1")
     assert policy["apiVersion"] == "networking.k8s.io/v1" and policy["kind"] == "NetworkPolicy"
     assert policy["metadata"]["name"] == "kx-abc"
-    assert policy["metadata"]["labels"] == {MANAGED_BY_LABEL: "kubectl-executor", SESSION_LABEL: "s1"}
+    assert policy["metadata"]["labels"] == {MANAGED_BY_LABEL: "kubectl-executor", OWNER_ID_LABEL: "s1"}
     assert policy["spec"] == {
-        "podSelector": {"matchLabels": {SESSION_LABEL: "s1"}},
+        "podSelector": {"matchLabels": {OWNER_ID_LABEL: "s1"}},
         "policyTypes": ["Egress"],
         "egress": [],  # no rule: nothing allowed, DNS included
     }
@@ -59,12 +59,12 @@ def test_policy_owned_by_its_pod() -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "session", "owner"),
+    ("name", "owner_id", "owner"),
     [("Bad_Name", "s1", None), ("kx-a", "", None), ("kx-a", "x" * 64, None), ("kx-a", "s1", {"name": "p"})],
 )
-def test_policy_refuses_bad_input(name: str, session: str, owner: dict[str, str] | None) -> None:
+def test_policy_refuses_bad_input(name: str, owner_id: str, owner: dict[str, str] | None) -> None:
     with pytest.raises(InvalidInputError):
-        build_egress_deny_policy(name, session, owner_pod=owner)
+        build_egress_deny_policy(name, owner_id, owner_pod=owner)
 
 
 # -- the NetworkPolicy with the executor ------------------------------------------------------------
@@ -94,12 +94,12 @@ def test_policy_is_created_before_the_pod_then_owned_by_it(make: Make, fake_runn
     kinds = [json.loads(c.stdin or b"{}").get("kind") for c in fake_runner.runs if c.args[:1] == ["apply"]]
     assert kinds == ["NetworkPolicy", "Pod", "NetworkPolicy"]
     first, owned = applied
-    assert first["spec"]["podSelector"]["matchLabels"] == {SESSION_LABEL: ex.session_id}
+    assert first["spec"]["podSelector"]["matchLabels"] == {OWNER_ID_LABEL: ex.owner_id}
     assert "ownerReferences" not in first["metadata"]
     assert owned["metadata"]["ownerReferences"][0]["uid"] == f"uid-{ex.pod_name}"
     # the pod really carries the label the policy selects
     pod_manifest = json.loads(next(c.stdin for c in fake_runner.runs if b'"Pod"' in (c.stdin or b"")) or b"")
-    assert pod_manifest["metadata"]["labels"][SESSION_LABEL] == ex.session_id
+    assert pod_manifest["metadata"]["labels"][OWNER_ID_LABEL] == ex.owner_id
 
 
 def test_stop_deletes_the_pod_then_its_policy(make: Make, fake_runner: FakeRunner) -> None:
@@ -302,7 +302,7 @@ def make(make_executor: Make) -> Make:
         {"a/b/c": "v"},
         {"": "v"},
         {"team": "bad value"},
-        {SESSION_LABEL: "mine"},  # would hide the pod from gc, reuse and its NetworkPolicy
+        {OWNER_ID_LABEL: "mine"},  # would hide the pod from gc, reuse and its NetworkPolicy
         {MANAGED_BY_LABEL: "someone-else"},
     ],
 )

@@ -13,8 +13,8 @@ from kubectl_executor._cluster.labels import (
     MANAGED_BY,
     MANAGED_BY_LABEL,
     OWNER_HOST_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
     SPEC_LABEL,
     WORK_DIR_ANNOTATION,
 )
@@ -248,7 +248,7 @@ def test_ownership_labels() -> None:
     pod = build(image="python:3.12-slim", work_dir="/work")
     labels = pod["metadata"]["labels"]
     assert labels[MANAGED_BY_LABEL] == MANAGED_BY == "kubectl-executor"
-    assert labels[SESSION_LABEL] == "0123456789abcdef"
+    assert labels[OWNER_ID_LABEL] == "0123456789abcdef"
     assert labels[OWNER_HOST_LABEL] == "build-host-1"
     assert labels[OWNER_PID_LABEL] == "4242"
     assert labels[CREATED_AT_LABEL] == "1767225600"

@@ -1,7 +1,8 @@
-"""MCP server unit tests: the tool functions on a fake sandbox, sessions, and the SDK's own client
-in memory. The fake sandbox stands for the executor's public API (:class:`Sandbox`); its "pod" is
-a local directory where the server's fixed in-pod scripts run under the host's /bin/sh, so the
-listing and run-file scripts are tested for real. No network, no cluster, no clock waits."""
+"""MCP server unit tests: the tool functions on a fake sandbox, clients, and the SDK's own client
+in memory. The fake sandbox (kx_mcp_fakes.py, typed against :class:`Sandbox`) stands for the
+executor's public API; its "pod" is a local directory where the server's fixed in-pod scripts run
+under the host's /bin/sh, so the listing and run-file scripts are tested for real. No network, no
+cluster, no clock waits."""
 
 from __future__ import annotations
 
@@ -9,13 +10,10 @@ import base64
 import hashlib
 import itertools
 import json
-import os
-import shutil
 import subprocess
 import sys
 import threading
-from collections import deque
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,13 +24,12 @@ pytest.importorskip("mcp", reason="the MCP tests need the mcp extra: pip install
 import anyio
 import pydantic_core
 from click.testing import CliRunner
+from kx_mcp_fakes import FakeSandbox, as_sandbox
 from mcp import Client
 from mcp.shared.exceptions import MCPError
 from mcp.types import EmbeddedResource, TextContent
 
 from kubectl_executor import cli as cli_module
-from kubectl_executor._exec.languages import code_filename, filename_hint, resolve_language
-from kubectl_executor._exec.tar import TransferLimits, pod_relative
 from kubectl_executor.boundary import ToolCallResult, ToolCommandLineCodeResult, ToolError
 from kubectl_executor.cli import mcp as cli_mcp
 from kubectl_executor.errors import (
@@ -40,25 +37,24 @@ from kubectl_executor.errors import (
     NotFoundError,
     OutcomeUnknownError,
     PodStartError,
-    RemoteNotFoundError,
     TransferError,
 )
 from kubectl_executor.executor import SCRATCH_STEM, BlockResult
 from kubectl_executor.mcp import (
     DEFAULT_MAX_OUTPUT_BYTES,
     DEFAULT_RUN_TIMEOUT,
+    ClientRegistry,
     KubectlExecutorMcp,
     McpConfig,
     RefusedError,
     Sandbox,
-    SessionRegistry,
     Workspace,
     models,
     response_budget,
     tools,
 )
 from kubectl_executor.mcp import server as server_module
-from kubectl_executor.mcp.server import _fit, _only_client_gone, _SessionEndWatcher, cluster_problem
+from kubectl_executor.mcp.server import _fit, _McpSessionEndWatcher, _only_client_gone, cluster_problem
 
 if sys.version_info >= (3, 11):
     from builtins import BaseExceptionGroup
@@ -73,152 +69,6 @@ _names = itertools.count(1)
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-class FakeSandbox:
-    """Stands for the executor's public API (:class:`Sandbox`): a local directory is its pod's
-    workspace. ``run`` writes the code where the executor would (its name, or the hidden scratch
-    file) and runs it with the host's interpreter, unless a programmed result is queued in
-    ``results``; ``hold`` keeps a run in flight until it is set (or the run is cancelled)."""
-
-    def __init__(self, root: Path, *, budget: int = 64 * 1024) -> None:
-        self.root = root
-        self.pod_name = f"kx-fake{next(_names)}"
-        self.budget = budget
-        self.start_error: BaseException | None = None
-        self.run_error: BaseException | None = None
-        self.started = False
-        self.stopped = threading.Event()
-        self.cancelled = threading.Event()
-        self.running = threading.Event()
-        self.hold: threading.Event | None = None
-        self.runs: list[dict[str, Any]] = []
-        self.results: deque[BlockResult] = deque()
-        self.installs: list[tuple[str, str]] = []
-        self.calls: list[tuple[dict[str, Any], str, str | None, str, float | None]] = []
-        self.call_replies: list[ToolCommandLineCodeResult] = []
-
-    @property
-    def work_dir(self) -> Path:
-        return self.root
-
-    @property
-    def max_output_bytes(self) -> int:
-        return self.budget
-
-    def start(self) -> None:
-        if self.start_error is not None:
-            raise self.start_error
-        self.root.mkdir(parents=True, exist_ok=True)
-        self.started = True
-
-    def stop(self) -> None:
-        self.stopped.set()
-        if self.hold is not None:
-            self.hold.set()
-
-    def cancel(self) -> bool:
-        self.cancelled.set()
-        if self.hold is not None:
-            self.hold.set()
-        return True
-
-    def run(
-        self,
-        code: str,
-        language: str,
-        *,
-        timeout: float | None = None,
-        env: Mapping[str, str] | None = None,
-        on_output: Callable[[str, bytes], None] | None = None,
-        keep_file: bool = False,
-    ) -> BlockResult:
-        self.runs.append({"code": code, "language": language, "timeout": timeout, "env": dict(env or {})})
-        self.running.set()
-        if self.hold is not None:
-            self.hold.wait(30)
-        if self.run_error is not None:
-            raise self.run_error
-        if self.results:
-            return self.results.popleft()
-        lang = resolve_language(language)
-        if lang is None or lang.runner is None:
-            raise InvalidInputError(f"unsupported language {language!r}")
-        keep = filename_hint(code) is not None
-        name = code_filename(code, lang) if keep else f"{SCRATCH_STEM}.{lang.extension}"
-        path = self.root / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(code)
-        interpreter = {"python": [sys.executable], "sh": ["sh"], "bash": ["bash"]}[lang.runner]
-        run_env = {
-            "PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-            **(env or {}),
-        }
-        done = subprocess.run(
-            [*interpreter, str(path)],
-            cwd=self.root,
-            env=run_env,
-            capture_output=True,
-            timeout=60,
-            check=False,
-        )
-        if on_output is not None and done.stdout:
-            on_output("stdout", done.stdout)
-        cut = len(done.stdout) > self.budget
-        out = (
-            done.stdout[: self.budget // 2] + b"\n[... cut ...]\n" + done.stdout[-16:] if cut else done.stdout
-        )
-        return BlockResult(
-            done.returncode,
-            out.decode(errors="replace"),
-            done.stderr.decode(errors="replace"),
-            truncated=cut,
-            log_files=("/tmp/kx-logs/n.out", "/tmp/kx-logs/n.err") if cut else (),
-            file=f"{self.root}/{name}" if keep else None,
-        )
-
-    def upload_file_content(
-        self, relative_path: str, content: str | bytes, *, timeout: float | None = None
-    ) -> str:
-        _, rel = pod_relative(relative_path, [str(self.root)])
-        target = self.root / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(content if isinstance(content, bytes) else content.encode())
-        return f"{self.root}/{rel}"
-
-    def download_file(
-        self, remote_path: str, local_path: Path, *, limits: TransferLimits | None = None
-    ) -> Path:
-        _, rel = pod_relative(remote_path, [str(self.root), "/tmp/kx-logs"])
-        source = self.root / rel
-        if not source.exists():
-            raise RemoteNotFoundError(f"{rel!r} does not exist in pod {self.pod_name}")
-        if limits is not None and source.stat().st_size > limits.max_total_bytes:
-            raise TransferError(f"the download exceeds {limits.max_total_bytes} bytes")
-        shutil.copyfile(source, local_path)
-        return local_path
-
-    def install_pod_dispatcher(self, *, default_module: str, runner_filename: str) -> str:
-        self.installs.append((default_module, runner_filename))
-        return f"{self.root}/{runner_filename}"
-
-    def execute_tool_function(
-        self,
-        arguments: dict[str, Any],
-        func_name: str,
-        *,
-        module: str | None = None,
-        runner_script: str = "executor.py",
-        timeout: float | None = None,
-        on_output: Callable[[str, bytes], None] | None = None,
-    ) -> ToolCommandLineCodeResult:
-        self.calls.append((arguments, func_name, module, runner_script, timeout))
-        return self.call_replies.pop(0)
-
-
-def as_sandbox(sb: FakeSandbox) -> Sandbox:
-    """The fake, typed as the interface it stands for (mypy checks that it conforms)."""
-    return sb
 
 
 @pytest.fixture
@@ -396,7 +246,7 @@ def test_a_range_inside_a_character_is_refused_and_length_is_honoured(fake: Fake
     assert "call again with offset=2" in three.text
 
 
-def test_a_result_over_the_budget_is_a_tool_error_not_a_dropped_session() -> None:
+def test_a_result_over_the_budget_is_a_tool_error_not_a_dropped_mcp_session() -> None:
     result = models.RunResult(exit_code=0, stdout="x" * 5000, stderr="")
     reply = tools.Reply(result, "x" * 5000)
 
@@ -566,10 +416,10 @@ async def test_with_no_cluster_a_call_fails_at_once_and_says_what_to_set() -> No
 
     assert result.is_error
     assert "no cluster configured: set KUBECONFIG in the server's env" in result.content[0].text  # type: ignore[union-attr]
-    assert len(server.sessions) == 0  # no session, no executor, no kubectl
+    assert len(server.clients) == 0  # no client, no executor, no kubectl
 
 
-# -- sessions --------------------------------------------------------------------------------------
+# -- clients ---------------------------------------------------------------------------------------
 
 
 class Clock:
@@ -580,25 +430,23 @@ class Clock:
         return self.now
 
 
-def registry(
-    make_fake: Callable[..., FakeSandbox], made: list[FakeSandbox], **kwargs: Any
-) -> SessionRegistry:
+def registry(make_fake: Callable[..., FakeSandbox], made: list[FakeSandbox], **kwargs: Any) -> ClientRegistry:
     def factory() -> Sandbox:
         sb = make_fake()
         made.append(sb)
         return sb
 
     kwargs.setdefault("idle_timeout", 60)
-    kwargs.setdefault("max_sessions", 4)
-    return SessionRegistry(factory, **kwargs)
+    kwargs.setdefault("max_clients", 4)
+    return ClientRegistry(factory, **kwargs)
 
 
-async def test_pod_is_made_lazily_and_once_per_session(make_fake: Callable[..., FakeSandbox]) -> None:
+async def test_pod_is_made_lazily_and_once_per_client(make_fake: Callable[..., FakeSandbox]) -> None:
     made: list[FakeSandbox] = []
     reg = registry(make_fake, made)
 
     ws = reg.acquire("a")
-    assert made == []  # a session costs nothing until its first call
+    assert made == []  # a client costs nothing until its first call
     first = await ws.run(lambda w: w.ensure())
     second = await ws.run(lambda w: w.ensure())
     reg.release(ws)
@@ -608,12 +456,12 @@ async def test_pod_is_made_lazily_and_once_per_session(make_fake: Callable[..., 
     assert made[0].stopped.is_set()
 
 
-def test_at_max_sessions_the_least_recently_used_idle_pod_is_reclaimed(
+def test_at_max_clients_the_least_recently_used_idle_pod_is_reclaimed(
     make_fake: Callable[..., FakeSandbox],
 ) -> None:
     made: list[FakeSandbox] = []
     clock = Clock()
-    reg = registry(make_fake, made, clock=clock, max_sessions=2)
+    reg = registry(make_fake, made, clock=clock, max_clients=2)
     old, recent = reg.acquire("old"), reg.acquire("recent")
     old.ensure()
     recent.ensure()
@@ -621,7 +469,7 @@ def test_at_max_sessions_the_least_recently_used_idle_pod_is_reclaimed(
     clock.now += 1
     reg.release(recent)
 
-    new = reg.acquire("new")  # a third session: the idle one used least recently gives up its pod
+    new = reg.acquire("new")  # a third client: the idle one used least recently gives up its pod
 
     assert made[0].stopped.wait(10) and not made[1].stopped.is_set()
     assert reg.get("old") is None and reg.get("recent") is recent and reg.get("new") is new
@@ -631,21 +479,21 @@ def test_at_max_sessions_the_least_recently_used_idle_pod_is_reclaimed(
     reg.release(reg.acquire("recent"))
     clock.now += 1
     back = reg.acquire("old")  # it comes back: told, and (on its first call) a fresh pod
-    assert back.notice is not None and "reclaimed for another session" in back.notice
+    assert back.notice is not None and "reclaimed for another client" in back.notice
     assert reg.get("new") is None  # now the least recently used idle one
     reg.close_all()
 
 
-def test_when_every_session_is_busy_a_new_one_is_refused(make_fake: Callable[..., FakeSandbox]) -> None:
-    reg = registry(make_fake, [], max_sessions=1)
+def test_when_every_client_is_busy_a_new_one_is_refused(make_fake: Callable[..., FakeSandbox]) -> None:
+    reg = registry(make_fake, [], max_clients=1)
     reg.acquire("busy")
 
-    with pytest.raises(RefusedError, match="all 1 MCP sessions with a pod are busy"):
+    with pytest.raises(RefusedError, match="all 1 MCP clients with a pod are busy"):
         reg.acquire("other")
     reg.close_all()
 
 
-def test_idle_sessions_are_reaped_busy_ones_are_not(make_fake: Callable[..., FakeSandbox]) -> None:
+def test_idle_clients_are_reaped_busy_ones_are_not(make_fake: Callable[..., FakeSandbox]) -> None:
     made: list[FakeSandbox] = []
     clock = Clock()
     reg = registry(make_fake, made, clock=clock, idle_timeout=60)
@@ -699,7 +547,7 @@ def test_the_reaper_thread_reaps_on_its_own(make_fake: Callable[..., FakeSandbox
     assert reg.get("a") is None and rounds[0] == 15.0
 
 
-def test_end_of_session_deletes_the_pod_even_with_a_run_in_flight(
+def test_end_of_a_client_deletes_the_pod_even_with_a_run_in_flight(
     make_fake: Callable[..., FakeSandbox],
 ) -> None:
     made: list[FakeSandbox] = []
@@ -715,7 +563,7 @@ def test_end_of_session_deletes_the_pod_even_with_a_run_in_flight(
 
     assert made[0].stopped.is_set()
     worker.join(10)
-    with pytest.raises(RefusedError, match="session has ended"):
+    with pytest.raises(RefusedError, match="MCP session has ended"):
         ws.ensure()
 
 
@@ -755,7 +603,7 @@ async def test_a_cancelled_call_stops_the_run_in_the_pod(make_fake: Callable[...
     reg.close_all()
 
 
-async def test_one_session_blocking_does_not_block_another(make_fake: Callable[..., FakeSandbox]) -> None:
+async def test_one_client_blocking_does_not_block_another(make_fake: Callable[..., FakeSandbox]) -> None:
     made: list[FakeSandbox] = []
     reg = registry(make_fake, made)
     slow, fast = reg.acquire("slow"), reg.acquire("fast")
@@ -772,12 +620,12 @@ async def test_one_session_blocking_does_not_block_another(make_fake: Callable[.
     reg.close_all()
 
 
-async def test_a_call_into_an_ended_session_is_a_tool_error(make_fake: Callable[..., FakeSandbox]) -> None:
+async def test_a_call_into_an_ended_client_is_a_tool_error(make_fake: Callable[..., FakeSandbox]) -> None:
     reg = registry(make_fake, [])
     ws = reg.acquire("a")
     reg.end("a", wait=True)
 
-    with pytest.raises(RefusedError, match="session has ended"):
+    with pytest.raises(RefusedError, match="MCP session has ended"):
         await ws.run(lambda w: w.ensure())
 
 
@@ -888,7 +736,7 @@ async def test_calls_through_the_client(
     assert made[0].stopped.is_set()
     assert after.structured_content is not None and after.structured_content["entries"] == []
     assert after.structured_content["pod"] == made[1].pod_name  # a fresh pod after the reset
-    assert made[1].stopped.is_set()  # the session ended with the client: its pod is gone
+    assert made[1].stopped.is_set()  # the MCP session ended with the client: its pod is gone
 
 
 async def test_downloads_through_the_client_carry_the_bytes_once(
@@ -968,7 +816,7 @@ async def test_a_pod_start_is_reported_at_once_not_at_the_next_interval(
 
     async def progress(value: float, total: float | None, message: str | None) -> None:
         seen.append(message)
-        if message and message.startswith("starting the session's sandbox pod"):
+        if message and message.startswith("starting the client's sandbox pod"):
             told.set()
 
     try:
@@ -1018,7 +866,7 @@ async def test_a_pod_that_cannot_start_is_a_tool_error(make_fake: Callable[..., 
     assert "the sandbox pod cannot start: ErrImagePull: image nope:1 not found" in result.content[0].text  # type: ignore[union-attr]
 
 
-def test_session_keys_stdio_and_http() -> None:
+def test_client_keys_stdio_and_http() -> None:
     class Request:
         def __init__(self, headers: dict[str, str]) -> None:
             self.headers = headers
@@ -1033,10 +881,32 @@ def test_session_keys_stdio_and_http() -> None:
         Ctx.request_context.request = request  # type: ignore[attr-defined]
         return Ctx()
 
-    assert server_module.session_key(ctx(None)) == "stdio"
-    assert server_module.session_key(ctx(Request({"mcp-session-id": "abc"}))) == "http:abc"
+    assert server_module.client_key(ctx(None)) == "stdio"
+    assert server_module.client_key(ctx(Request({"mcp-session-id": "abc"}))) == "http:abc"
     with pytest.raises(RefusedError, match="no MCP session"):
-        server_module.session_key(ctx(Request({})))  # the 2026-07-28 era over HTTP has no sessions
+        server_module.client_key(ctx(Request({})))  # the 2026-07-28 era over HTTP has no MCP sessions
+    with pytest.warns(DeprecationWarning, match="use client_key"):
+        assert server_module.session_key(ctx(None)) == "stdio"  # its deprecated former name
+
+
+def test_the_former_session_names_are_deprecated_aliases(make_fake: Callable[..., FakeSandbox]) -> None:
+    import kubectl_executor.mcp as package
+    from kubectl_executor.mcp import sessions as old_module
+
+    assert (
+        package.SessionRegistry is old_module.SessionRegistry
+        and package.session_key is server_module.session_key
+    )
+    assert old_module.Workspace is Workspace
+    with pytest.warns(DeprecationWarning, match="use ClientRegistry"):
+        reg = package.SessionRegistry(lambda: as_sandbox(make_fake()), idle_timeout=60, max_sessions=3)
+    assert isinstance(reg, ClientRegistry) and reg.max_clients == reg.max_sessions == 3
+    server = KubectlExecutorMcp(executor_factory=lambda: as_sandbox(make_fake()))
+    with pytest.warns(DeprecationWarning, match="use clients"):
+        assert server.sessions is server.clients
+    server.close()
+    with pytest.raises(AttributeError):
+        package.NoSuchName  # noqa: B018
 
 
 async def test_discover_is_refused_over_http_only() -> None:
@@ -1048,13 +918,13 @@ async def test_discover_is_refused_over_http_only() -> None:
         return "served"
 
     with pytest.raises(MCPError, match="initialize handshake"):
-        await server_module._sessions_need_handshake(Ctx(), call_next)
+        await server_module._mcp_sessions_need_handshake(Ctx(), call_next)
     stdio = Ctx()
     stdio.request = None
-    assert await server_module._sessions_need_handshake(stdio, call_next) == "served"
+    assert await server_module._mcp_sessions_need_handshake(stdio, call_next) == "served"
 
 
-async def test_an_accepted_delete_ends_the_session() -> None:
+async def test_an_accepted_delete_ends_the_mcp_session() -> None:
     ended: list[str] = []
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
@@ -1062,7 +932,7 @@ async def test_an_accepted_delete_ends_the_session() -> None:
         await send({"type": "http.response.start", "status": status, "headers": []})
         await send({"type": "http.response.body", "body": b""})
 
-    watcher = _SessionEndWatcher(app, ended.append)
+    watcher = _McpSessionEndWatcher(app, ended.append)
     sent: list[Any] = []
 
     async def send(message: Any) -> None:

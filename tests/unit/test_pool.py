@@ -13,7 +13,7 @@ from kx_fakes import ExecReply, FakeProcess, kubectl_args, pod_json
 
 from kubectl_executor import executor as executor_module
 from kubectl_executor._cluster.kubectl import Kubectl
-from kubectl_executor._cluster.labels import CLAIMED_LABEL, OWNER_PID_LABEL, POOL_LABEL, SESSION_LABEL
+from kubectl_executor._cluster.labels import CLAIMED_LABEL, OWNER_ID_LABEL, OWNER_PID_LABEL, POOL_LABEL
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed, Sink, StdinData
 from kubectl_executor.boundary import ClusterAccess
@@ -196,7 +196,7 @@ def test_the_pool_fills_up_with_one_apply_and_labels_its_pods(
     assert len(cluster.free()) == 3
     assert len(cluster.verbs("apply")) == 1
     for name in cluster.free():
-        assert cluster.pods[name]["metadata"]["labels"][SESSION_LABEL] == pool.pool_id
+        assert cluster.pods[name]["metadata"]["labels"][OWNER_ID_LABEL] == pool.pool_id
 
 
 def test_a_claim_is_one_label_call_with_a_resource_version_precondition(
@@ -213,7 +213,7 @@ def test_a_claim_is_one_label_call_with_a_resource_version_precondition(
     call = labels[0]
     assert call[2] == pod.metadata.name
     assert f"--resource-version={versions[pod.metadata.name]}" in call
-    assert f"{CLAIMED_LABEL}=owner1" in call and f"{SESSION_LABEL}=owner1" in call
+    assert f"{CLAIMED_LABEL}=owner1" in call and f"{OWNER_ID_LABEL}=owner1" in call
     stored = cluster.pods[pod.metadata.name]["metadata"]["labels"]
     assert stored[CLAIMED_LABEL] == "owner1" and stored[OWNER_PID_LABEL].isdigit()
     assert pod.metadata.name not in cluster.free()
@@ -303,20 +303,20 @@ def test_release_deletes_by_default_and_reuse_hands_the_pod_back(
     second = pool.claim().metadata.name
     pool.release(second, reuse=True)
     assert second in cluster.free()
-    assert cluster.pods[second]["metadata"]["labels"][SESSION_LABEL] == pool.pool_id
+    assert cluster.pods[second]["metadata"]["labels"][OWNER_ID_LABEL] == pool.pool_id
 
 
 def test_close_deletes_only_its_own_unclaimed_pods_and_claims_them_first(
     make_pool: Callable[..., WarmPool], cluster: PoolCluster
 ) -> None:
-    foreign = cluster.add("kx-foreign", {POOL_LABEL: "default", SESSION_LABEL: "someone-else"})
+    foreign = cluster.add("kx-foreign", {POOL_LABEL: "default", OWNER_ID_LABEL: "someone-else"})
     pool = make_pool(size=2, refill_interval=3600)
     assert pool.wait_warm(timeout=30)
     claimed = pool.claim("user").metadata.name
     if claimed == foreign["metadata"]["name"]:
         claimed = pool.claim("user").metadata.name
     own_free = [
-        n for n in cluster.free() if cluster.pods[n]["metadata"]["labels"][SESSION_LABEL] == pool.pool_id
+        n for n in cluster.free() if cluster.pods[n]["metadata"]["labels"][OWNER_ID_LABEL] == pool.pool_id
     ]
     pool.stop()
     for name in own_free:

@@ -45,8 +45,8 @@ from kubectl_executor._cluster.labels import (
     LONG_LIVED,
     MANAGED_BY,
     MANAGED_BY_LABEL,
+    OWNER_ID_LABEL,
     OWNER_PID_LABEL,
-    SESSION_LABEL,
     VOLUME_ANNOTATION,
 )
 from kubectl_executor._cluster.manifest import ownership_labels
@@ -390,7 +390,7 @@ def test_options_are_validated(options: dict[str, Any], message: str) -> None:
 def test_workspace_labels_mark_ownership_and_protect_it() -> None:
     labels = workspace_labels(WorkspaceOptions(labels={"team": "a"}, long_lived=True), LABELS)
     assert labels == {**LABELS, LIFETIME_LABEL: LONG_LIVED, "team": "a"}
-    for key in (SESSION_LABEL, MANAGED_BY_LABEL, CLAIM_LABEL):
+    for key in (OWNER_ID_LABEL, MANAGED_BY_LABEL, CLAIM_LABEL):
         with pytest.raises(InvalidInputError, match="cannot be overridden"):
             workspace_labels(WorkspaceOptions(labels={key: "x"}), LABELS)
 
@@ -496,7 +496,7 @@ def test_start_creates_the_claim_waits_and_stop_deletes_only_it(
     sent = storage.created[0]
     assert sent["spec"]["accessModes"] == ["ReadWriteMany"] and "storageClassName" not in sent["spec"]
     labels = sent["metadata"]["labels"]
-    assert labels[MANAGED_BY_LABEL] == MANAGED_BY and labels[SESSION_LABEL] == ws.session_id
+    assert labels[MANAGED_BY_LABEL] == MANAGED_BY and labels[OWNER_ID_LABEL] == ws.owner_id
     assert labels[OWNER_PID_LABEL] == str(os.getpid()) and labels["team"] == "a"
     assert abs(int(labels[CREATED_AT_LABEL]) - time.time()) < 60
     assert LIFETIME_LABEL not in labels
@@ -511,6 +511,12 @@ def test_start_creates_the_claim_waits_and_stop_deletes_only_it(
     assert "other" in storage.claims
     ws.stop()
     assert len(verbs(fake_runner, "delete")) == 1  # idempotent
+
+
+def test_session_id_is_a_deprecated_alias_of_owner_id(make_workspace: Callable[..., WorkspaceVolume]) -> None:
+    ws = make_workspace("ws1", start=False)
+    with pytest.warns(DeprecationWarning, match="use owner_id"):
+        assert ws.session_id == ws.owner_id
 
 
 def test_an_existing_claim_is_waited_for_and_never_deleted(
@@ -538,7 +544,7 @@ def test_a_retried_create_finds_its_own_claim(
 ) -> None:
     ws = make_workspace("ws1", start=False)
     storage.claims["ws1"] = claim_json(
-        "ws1", phase="Bound", volume="pv-1", labels={SESSION_LABEL: ws.session_id}
+        "ws1", phase="Bound", volume="pv-1", labels={OWNER_ID_LABEL: ws.owner_id}
     )  # the first attempt went through, its answer was lost
     storage.volumes["pv-1"] = volume_json("pv-1", "ws1")
     result = ws.start()
@@ -705,9 +711,10 @@ def test_workspace_info_for_the_list() -> None:
         "storage_class": "standard",
         "long_lived": True,
         "static_volume": "pv-1",
-        "session": "sess1",
+        "owner_id": "sess1",
         "owner": "build-host:4242",
         "age_seconds": 100,
+        "session": "sess1",  # deprecated: owner_id under its former name, for `workspace list --json`
     }
     assert info.short_access_modes == "RWX"
 
