@@ -101,6 +101,10 @@ logger = logging.getLogger(__name__)
 
 # kubectl's words (it checks the phase before it execs) for a pod whose main process has exited.
 COMPLETED_POD = "cannot exec into a container in a completed pod"
+# The kubelet's words for an exec into a container that has gone, before it has reported the pod
+# Failed (a second on an idle node, longer under load): the API server still says Running.
+CONTAINER_GONE = "container not found"
+ENDED_POLLS = 30  # polls of the pod, a second apart, for the kubelet's report of an ended container
 POD_REPLACED_NOTE = (
     "\n[kubectl-executor] The pod's main process had exited (the pod was no longer running): this "
     "block ran in a fresh pod; files, variables and sessions from earlier blocks are lost.\n"
@@ -689,12 +693,31 @@ class KubernetesCommandLineCodeExecutor:
         except KubectlError as exc:
             # kubectl refused the exec (it provably did not start): the pod's main process has
             # exited, e.g. killed, and with restartPolicy Never the pod stays Failed for ever.
-            if self._keep_pod or COMPLETED_POD not in exc.stderr:
+            if self._keep_pod or not self._pod_has_ended(exc.stderr):
                 raise
-            logger.warning("pod %s has terminated (%s); replacing it", self._pod_name, COMPLETED_POD)
+            logger.warning("pod %s has terminated (%s); replacing it", self._pod_name, exc.stderr.strip())
         self.restart()
         result = self._execute_in_pod(request, callback, stateless)
         return replace(result, stderr=result.stderr + POD_REPLACED_NOTE.encode(), state_lost=True)
+
+    def _pod_has_ended(self, refusal: str) -> bool:
+        """Whether an exec was refused because the pod's container has ended for good. Said by
+        kubectl once the kubelet has reported it; before that the kubelet answers "container not
+        found", and the pod's status is polled until it shows the container terminated."""
+        if COMPLETED_POD in refusal:
+            return True
+        if CONTAINER_GONE not in refusal:
+            return False
+        for _ in range(ENDED_POLLS):
+            pod = get_pod(self._kubectl, self._pod_name)
+            if pod is None or pod.metadata.deletion_timestamp:
+                return False  # deleted, not ended: not ours to replace behind the user's back
+            if pod.status.phase in ("Failed", "Succeeded") or any(
+                cs.state.terminated for cs in pod.status.container_statuses
+            ):
+                return True
+            self._kubectl.retry.sleep(1.0)
+        return False
 
     def _execute_in_pod(
         self, request: RunRequest, callback: OutputCallback | None, stateless: bool

@@ -355,20 +355,7 @@ def node_fixture(real: Cluster) -> str:
     return state
 
 
-@pytest.mark.parametrize(
-    "session",
-    [
-        False,
-        pytest.param(
-            True,
-            marks=pytest.mark.xfail(
-                reason="failed once on a clean run at ae1f333, not yet understood (stop 18 note)",
-                strict=False,
-            ),
-        ),
-    ],
-    ids=["exec", "session"],
-)
+@pytest.mark.parametrize("session", [False, True], ids=["exec", "session"])
 def test_the_main_process_killed_mid_block_is_outcome_unknown_then_a_fresh_pod_runs(
     real: Cluster, executor_factory: ExecutorFactory, session: bool
 ) -> None:
