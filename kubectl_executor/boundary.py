@@ -91,7 +91,8 @@ class Options(BaseModel):
                 cause = (error.get("ctx") or {}).get("error")
                 if isinstance(cause, InvalidInputError):
                     raise cause from None
-            raise InvalidInputError(f"invalid {cls.keyword} option: {exc}") from exc
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InvalidInputError(f"invalid {cls.keyword} option {problems}") from exc
 
 
 class ClusterAccess(Options):
