@@ -25,7 +25,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._cluster.kubectl import Kubectl, classify_failure
+from ._cluster.kubectl import Kubectl
 from ._cluster.manifest import (
     CONTAINER,
     build_pod_manifest,
@@ -36,7 +36,7 @@ from ._cluster.manifest import (
     validate_env_value,
 )
 from ._cluster.pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
-from ._cluster.retry import RetryPolicy, call_with_retry
+from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.dispatcher import PodTools
 from ._exec.languages import (
@@ -56,18 +56,14 @@ from ._exec.protocol import (
     RICH_ENV,
     TIMEOUT_NOTE,
     ExecResult,
-    FrameSplitter,
-    MarkerFilter,
-    OutputBudget,
     OutputCallback,
     RichLimits,
     RunRequest,
-    exec_args,
-    exec_input,
     kill_args,
     new_nonce,
 )
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
+from ._exec.stateless import run_stateless
 from ._exec.tar import DEFAULT_EXCLUDES, TransferLimits
 from ._exec.transfer import PodFiles
 from .defaults import (
@@ -82,12 +78,10 @@ from .defaults import (
     WORK_DIR,
 )
 from .errors import (
-    ExecNotStartedError,
     InvalidInputError,
     KubectlError,
     KubectlExecutorError,
     NotFoundError,
-    OutcomeUnknownError,
     PodStartError,
     UnsafePathError,
 )
@@ -739,75 +733,14 @@ class KubernetesCommandLineCodeExecutor:
         return True
 
     def _run_stateless(self, request: RunRequest, callback: OutputCallback | None) -> ExecResult:
-        args = exec_args(self._pod_name, CONTAINER, request.nonce)
-        # Beyond the in-pod deadline, a generous margin for kubectl start-up and transfer.
-        client_deadline = request.timeout + request.kill_after + 30.0 + len(request.code) / 1e6
-
-        def attempt() -> ExecResult:
-            out = OutputBudget(self._max_output_bytes)
-            err = OutputBudget(self._max_output_bytes)
-
-            def on_stdout(chunk: bytes) -> None:
-                out(chunk)
-                if callback and chunk:
-                    callback("stdout", chunk)
-
-            def on_stderr(chunk: bytes) -> None:
-                err(chunk)
-                if callback and chunk:
-                    callback("stderr", chunk)
-
-            # The runner's frames (rich results, a tool call's result) come between the program's
-            # output and the exit marker.
-            limit = max(16 * request.budget + (1 << 20), self._rich.frame_limit())
-            kinds = ("FRAME", "RICH") if request.runner == "call" else ("RICH",)
-            frames = FrameSplitter(request.nonce, on_stdout, limit=limit, kinds=kinds)
-            marker = MarkerFilter(request.nonce, frames.feed)
-            done = self._kubectl.stream(
-                args,
-                stdin=exec_input(request),
-                timeout=client_deadline,
-                on_stdout=marker.feed,
-                on_stderr=on_stderr,
-            )
-            outcome = marker.close()
-            frames.close()
-            frame = frames.frames.get("FRAME")
-            if outcome is not None:
-                logs = []
-                if outcome.log_kept:
-                    base = f"{outcome.log_dir}/{request.nonce}"
-                    logs = [f"{base}.out", f"{base}.err"]
-                note = f"full output in the pod at {outcome.log_dir}/{request.nonce}.*"
-                return ExecResult(
-                    outcome.exit_code,
-                    out.value(note),
-                    err.value(note),
-                    outcome.timed_out,
-                    out.truncated or err.truncated,
-                    logs,
-                    frame,
-                    rich=frames.frames.get("RICH"),
-                )
-            if done.timed_out and marker.started:
-                self._kill_in_pod(request.nonce)
-                return ExecResult(124, out.value(), err.value(), True, out.truncated, [])
-            if done.timed_out:
-                # kubectl hung before or after the start: the run may still be going in the pod.
-                self._kill_in_pod(request.nonce)
-            elif not marker.started and done.returncode != 0:
-                stderr_text = err.value().decode(errors="replace")
-                raise classify_failure(done.argv, done.returncode, stderr_text, exec_call=True)
-            raise OutcomeUnknownError(
-                f"the run in pod {self._pod_name} ended without its completion marker "
-                f"(kubectl exit code {done.returncode}); the code may or may not have run "
-                "and was not re-run",
-                stdout=out.value(),
-                stderr=err.value(),
-            )
-
-        return call_with_retry(
-            self._kubectl.retry, attempt, retry_on=(ExecNotStartedError,), what="kubectl exec"
+        return run_stateless(
+            self._kubectl,
+            self._pod_name,
+            request,
+            callback,
+            max_output_bytes=self._max_output_bytes,
+            frame_limit=self._rich.frame_limit(),
+            kill=self._kill_in_pod,
         )
 
     def _kill_in_pod(self, nonce: str) -> None:
