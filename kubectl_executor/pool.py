@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from typing import Any
 
 from ._cluster.kubectl import Kubectl
@@ -69,8 +70,9 @@ CLOSING = "closing"
 class WarmPool:
     """Keeps ``size`` Ready pods of one spec; :meth:`claim` hands one out exclusively.
 
-    ``kubectl`` is a :class:`Kubectl` to share, or the kubectl binary (like the executor's
-    ``kubectl=``); ``access=`` is the cluster access as one :class:`ClusterAccess` instead.
+    ``kubectl`` is the kubectl binary (as on the executor); ``access=`` is the cluster access as
+    one :class:`ClusterAccess` instead; ``client=`` a :class:`Kubectl` to share (its access, runner
+    and retry policy) instead of both.
     ``pod=`` is the pods' :class:`PodShape` (the separate pod keywords map onto it, and mean what
     they mean on the executor); of ``run_options=`` the pool uses ``startup_timeout``.
     """
@@ -82,7 +84,7 @@ class WarmPool:
         *,
         name: str = "default",
         namespace: str | None = None,
-        kubectl: Kubectl | str | None = None,
+        kubectl: str | None = None,
         kubeconfig: str | None = None,
         context: str | None = None,
         work_dir: str = WORK_DIR,
@@ -102,6 +104,7 @@ class WarmPool:
         retry: RetryPolicy | None = None,
         start: bool = True,
         access: ClusterAccess | None = None,
+        client: Kubectl | None = None,
         pod: PodShape | None = None,
         run_options: RunOptions | None = None,
     ) -> None:
@@ -123,12 +126,24 @@ class WarmPool:
             pod_overrides=pod_overrides,
         )
         run = RunOptions.of(run_options, startup_timeout=startup_timeout)
-        if isinstance(kubectl, Kubectl):
-            shared: Kubectl | None = kubectl
-            if access is not None:
-                raise InvalidInputError("pass access= or a Kubectl as kubectl=, not both")
+        if isinstance(kubectl, Kubectl):  # what client= was called before it had its own name
+            warnings.warn(
+                "pass a Kubectl to share as client=, not kubectl=", DeprecationWarning, stacklevel=2
+            )
+            client, kubectl = kubectl, None
+        shared = client
+        if shared is not None:
+            if (
+                access is not None
+                or any((kubectl, kubeconfig, context))
+                or namespace
+                not in (
+                    None,
+                    shared.access.namespace,
+                )
+            ):
+                raise InvalidInputError("pass client= or the cluster access (access=, kubectl=...), not both")
         else:
-            shared = None
             access = ClusterAccess.of(
                 access, kubectl=kubectl, kubeconfig=kubeconfig, context=context, namespace=namespace
             )

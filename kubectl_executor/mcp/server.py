@@ -496,7 +496,7 @@ def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
     kubectl = Kubectl(config.access, runner=config.executor_kwargs.get("runner"))
     try:
         pool = WarmPool(
-            config.pool_size, name="mcp", kubectl=kubectl, pod=config.pod, run_options=config.run_options
+            config.pool_size, name="mcp", client=kubectl, pod=config.pod, run_options=config.run_options
         )
     except BaseException:
         kubectl.close()

@@ -20,6 +20,7 @@ from kubectl_executor import (
     Resources,
     RunOptions,
 )
+from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.labels import POOL_LABEL
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor.defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, RUN_TIMEOUT, WORK_DIR
@@ -226,6 +227,24 @@ def test_the_pool_takes_the_same_shape(
     for pool in (whole, separate):
         pool.stop()
     assert POOL_LABEL not in ex.manifest()["metadata"]["labels"]
+
+
+def test_the_pool_shares_a_kubectl_as_client_and_kubectl_is_a_binary_as_everywhere(
+    make_kubectl: Callable[..., Kubectl], fake_runner: FakeRunner
+) -> None:
+    client = make_kubectl(namespace="team")
+    pool = WarmPool(0, client=client, start=False)
+    assert pool.kubectl is client and pool.namespace == "team"
+    with pytest.raises(InvalidInputError, match="not both"):
+        WarmPool(0, client=client, access=ClusterAccess(), start=False)
+    with pytest.raises(InvalidInputError, match="not both"):
+        WarmPool(0, client=client, namespace="other", start=False)
+    with pytest.warns(DeprecationWarning, match="client="):
+        old = WarmPool(0, kubectl=client, start=False)  # type: ignore[arg-type]  # the old spelling
+    assert old.kubectl is client
+    for each in (pool, old):
+        each.stop()
+    assert not [r for r in fake_runner.runs if r.args[:1] == ["apply"]]  # no pod made
 
 
 def test_settings_build_the_models_once(monkeypatch: pytest.MonkeyPatch) -> None:
