@@ -122,7 +122,9 @@ def test_each_public_type_has_one_home() -> None:
 
     assert kubectl_executor.CommandLineCodeResult is boundary.CommandLineCodeResult
     assert kubectl_executor.ClusterAccess is boundary.ClusterAccess
-    assert kubectl_executor.PodShape is boundary.PodShape and kubectl_executor.RunOptions is boundary.RunOptions
+    assert (
+        kubectl_executor.PodShape is boundary.PodShape and kubectl_executor.RunOptions is boundary.RunOptions
+    )
     assert not hasattr(kubectl_executor, "PodOptions")  # the manifest's input (a PodShape + name), internal
     for module, name in [
         (results, "CommandLineCodeResult"),
