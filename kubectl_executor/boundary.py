@@ -8,32 +8,102 @@ their logic (kubectl.py, manifest.py, results.py, dispatcher.py) re-export them 
 from __future__ import annotations
 
 import base64
+import math
+import sys
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     SecretStr,
     SerializationInfo,
     SerializerFunctionWrapHandler,
+    ValidationError,
     model_serializer,
     model_validator,
 )
+from typing_extensions import Self
 
-from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, WORK_DIR
+from .defaults import (
+    ACTIVE_DEADLINE_SECONDS,
+    IMAGE,
+    MAX_OUTPUT_BYTES,
+    MAX_RICH_BYTES,
+    MAX_RICH_OUTPUT_BYTES,
+    RUN_AS_USER,
+    RUN_TIMEOUT,
+    STARTUP_TIMEOUT,
+    WORK_DIR,
+    WORKSPACE_SIZE_LIMIT,
+)
 from .errors import InvalidInputError
 
 
-class ClusterAccess(BaseModel):
+class Options(BaseModel):
+    """The frame of the option models (:class:`ClusterAccess`, :class:`PodShape`, :class:`RunOptions`).
+
+    Each is defined once and taken whole by every facade (``access=``, ``pod=``, ``run_options=``);
+    a facade's separate keywords (the seed's among them) map onto it with :meth:`of`, and the
+    integrations build it from their settings with :meth:`pick`."""
+
+    model_config = ConfigDict(frozen=True, defer_build=True, extra="forbid")
+
+    keyword: ClassVar[str]
+    """The facades' keyword for the whole model (``access``, ``pod``, ``run_options``)."""
+
+    @classmethod
+    def pick(cls, values: Mapping[str, Any]) -> Self:
+        """The fields of a keyword mapping (settings, an executor's keywords); other keys and
+        unset (None) values are ignored."""
+        return cls._build({k: v for k, v in values.items() if k in cls.model_fields and v is not None})
+
+    @classmethod
+    def of(cls, given: Self | None, **fields: Any) -> Self:
+        """``given`` as it is, else one made of a facade's separate keywords; both is an error.
+
+        A keyword counts as set when it differs from the field's default (None is "unset" for a
+        field that cannot be None, and a value for one that can: ``active_deadline_seconds=None``)."""
+        chosen = {k: v for k, v in fields.items() if cls._is_set(k, v)}
+        if given is None:
+            return cls._build(chosen)
+        if chosen:
+            raise InvalidInputError(f"pass {cls.keyword}= or {', '.join(sorted(chosen))}, not both")
+        return given
+
+    @classmethod
+    def _is_set(cls, name: str, value: Any) -> bool:
+        field = cls.model_fields[name]
+        default = field.get_default(call_default_factory=True)
+        if value is None:
+            return default is not None and type(None) in get_args(field.annotation)
+        return bool(value != default)
+
+    @classmethod
+    def _build(cls, values: Mapping[str, Any]) -> Self:
+        """The model, or an :class:`InvalidInputError` saying which option is wrong."""
+        try:
+            return cls(**values)
+        except ValidationError as exc:
+            for error in exc.errors():
+                cause = (error.get("ctx") or {}).get("error")
+                if isinstance(cause, InvalidInputError):
+                    raise cause from None
+            problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
+            raise InvalidInputError(f"invalid {cls.keyword} option {problems}") from exc
+
+
+class ClusterAccess(Options):
     """How to reach the cluster. Every field is optional: unset means "as kubectl would".
 
     The one definition of cluster access: every facade takes it as ``access=`` (their separate
     keywords, the seed's among them, map onto it with :meth:`of`), and the integrations build it
     from their settings with :meth:`pick`."""
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    model_config = ConfigDict(extra="ignore")
+    keyword: ClassVar[str] = "access"
 
     kubectl: str | None = None
     kubeconfig: str | None = None
@@ -43,22 +113,6 @@ class ClusterAccess(BaseModel):
     kube_token: SecretStr | None = None
     certificate_authority: str | None = None
     insecure_skip_tls_verify: bool = False
-
-    @classmethod
-    def pick(cls, values: Mapping[str, Any]) -> ClusterAccess:
-        """The access fields of a keyword mapping (settings, an executor's keywords); others and
-        unset (None) values are ignored."""
-        return cls(**{k: v for k, v in values.items() if k in cls.model_fields and v is not None})
-
-    @classmethod
-    def of(cls, access: ClusterAccess | None, **fields: Any) -> ClusterAccess:
-        """``access`` as given, else one made of a facade's separate keywords; both is an error."""
-        if access is None:
-            return cls.pick(fields)
-        given = sorted(k for k, v in fields.items() if v is not None and v is not False)
-        if given:
-            raise InvalidInputError(f"pass access= or {', '.join(given)}, not both")
-        return access
 
     def with_namespace(self, namespace: str | None) -> ClusterAccess:
         """The same access in ``namespace`` (None: unchanged)."""
@@ -77,30 +131,93 @@ class Resources(BaseModel):
     ephemeral_storage_limit: str | None = "4Gi"
 
 
-class PodOptions(BaseModel):
-    """Everything that shapes the pod. Built by the executor from its constructor arguments."""
+class PodShape(Options):
+    """Everything that shapes the pod, defined once: every facade takes it as ``pod=`` (the
+    executor's and pool's separate keywords map onto it), the integrations build it once.
 
-    model_config = ConfigDict(frozen=True, defer_build=True)
+    ``env`` is the container's environment (the seed's ``env_vars`` list maps onto it);
+    ``run_as_group`` None means the same as ``run_as_user``; ``node`` pins the pod to a node
+    (nodeSelector ``kubernetes.io/hostname``); ``shared_pvc_name`` mounts that claim at
+    ``work_dir`` instead of an emptyDir of ``workspace_size_limit``; ``pod_overrides`` is
+    deep-merged into the manifest last."""
 
-    name: str
+    keyword: ClassVar[str] = "pod"
+
     image: str = IMAGE
     work_dir: str = WORK_DIR
-    shared_pvc_name: str | None = None
-    node: str | None = None
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)
-    workspace_size_limit: str | None = "2Gi"
-    active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS
     # Restricted Pod Security profile unless hardened=False.
     hardened: bool = True
-    run_as_user: int = 1000
-    run_as_group: int = 1000
+    run_as_user: int = RUN_AS_USER
+    run_as_group: int | None = None
     read_only_root_filesystem: bool = False
     runtime_class_name: str | None = None
     service_account_name: str | None = None
-    owner_references: list[dict[str, Any]] = Field(default_factory=list)
+    active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS
+    workspace_size_limit: str | None = WORKSPACE_SIZE_LIMIT
+    shared_pvc_name: str | None = None
+    node: str | None = None
     pod_overrides: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def group(self) -> int:
+        """The gid the code runs as (``run_as_group``, else ``run_as_user``)."""
+        return self.run_as_user if self.run_as_group is None else self.run_as_group
+
+
+class PodOptions(PodShape):
+    """The manifest's input (internal): a :class:`PodShape` plus what the facade adds, the pod's
+    name and its ownerReferences."""
+
+    name: str
+    owner_references: list[dict[str, Any]] = Field(default_factory=list)
+
+    @classmethod
+    def of_shape(cls, shape: PodShape, name: str, **extra: Any) -> PodOptions:
+        return cls(**{**dict(shape), "name": name, **extra})
+
+
+def _at_least(minimum: float, message: str) -> BeforeValidator:
+    """A real number (not a string) of at least ``minimum``, checked before any conversion."""
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, (int, float)) or not math.isfinite(value) or value < minimum:
+            raise InvalidInputError(message.format(value=value))
+        return value
+
+    return BeforeValidator(check)
+
+
+_RICH = "max_rich_output_bytes and max_rich_bytes must be >= 0"
+
+
+class RunOptions(Options):
+    """How runs go, defined once: every facade takes it as ``run_options=`` (the executor's
+    separate keywords, the seed's ``timeout`` among them, map onto it).
+
+    ``timeout`` is the seconds one block may run (enforced in the pod; 124 = timed out);
+    ``startup_timeout`` the seconds to wait for a pod; ``max_output_bytes`` what each stream keeps
+    in a result (head and tail; the full log stays in the pod); ``max_rich_output_bytes`` /
+    ``max_rich_bytes`` what one rich output / all of a result's send back (0: every one stays in
+    the pod, named by ``kept_path``); ``list_files`` reports the files a block changed."""
+
+    keyword: ClassVar[str] = "run_options"
+
+    timeout: Annotated[
+        int | float,
+        _at_least(1, "Timeout must be greater than or equal to 1. (timeout is in seconds; got {value!r})"),
+    ] = RUN_TIMEOUT
+    startup_timeout: Annotated[float, _at_least(sys.float_info.min, "startup_timeout must be > 0")] = (
+        STARTUP_TIMEOUT
+    )
+    max_output_bytes: Annotated[int, _at_least(1024, "max_output_bytes must be at least 1024")] = (
+        MAX_OUTPUT_BYTES
+    )
+    max_rich_output_bytes: Annotated[int, _at_least(0, _RICH)] = MAX_RICH_OUTPUT_BYTES
+    max_rich_bytes: Annotated[int, _at_least(0, _RICH)] = MAX_RICH_BYTES
+    list_files: bool = True
 
 
 class RichOutput(BaseModel):

@@ -23,3 +23,15 @@ MAX_OUTPUT_BYTES = 4 * 1024 * 1024
 
 ACTIVE_DEADLINE_SECONDS = 6 * 3600
 """The pod's activeDeadlineSeconds: a pod whose client vanished ends by itself."""
+
+MAX_RICH_OUTPUT_BYTES = 8 * 1024 * 1024
+"""Bytes of one rich output (a chart, a table's HTML) sent back; a larger one stays in the pod."""
+
+MAX_RICH_BYTES = 32 * 1024 * 1024
+"""Bytes of all the rich outputs of one result sent back; the rest stays in the pod."""
+
+RUN_AS_USER = 1000
+"""The uid (and, unless set apart, gid) the code runs as in a hardened pod."""
+
+WORKSPACE_SIZE_LIMIT = "2Gi"
+"""The sizeLimit of the work directory's emptyDir (none with a shared claim)."""

@@ -26,8 +26,7 @@ from pathlib import Path, PurePath, PurePosixPath
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._cluster.klog import KlogFilter
-from ._cluster.kubectl import Kubectl, classify_failure
+from ._cluster.kubectl import Kubectl
 from ._cluster.manifest import (
     CONTAINER,
     build_pod_manifest,
@@ -38,7 +37,7 @@ from ._cluster.manifest import (
     validate_env_value,
 )
 from ._cluster.pod import create_pod, delete_pod, find_reusable, get_pod, resolve_owner_references, wait_ready
-from ._cluster.retry import RetryPolicy, call_with_retry
+from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.dispatcher import PodTools
 from ._exec.languages import (
@@ -58,28 +57,32 @@ from ._exec.protocol import (
     RICH_ENV,
     TIMEOUT_NOTE,
     ExecResult,
-    FrameSplitter,
-    MarkerFilter,
-    OutputBudget,
     OutputCallback,
     RichLimits,
     RunRequest,
-    exec_args,
-    exec_input,
     kill_args,
     new_nonce,
 )
 from ._exec.results import CodeBlock, MarkdownCodeExtractor
+from ._exec.stateless import run_stateless
 from ._exec.tar import DEFAULT_EXCLUDES, TransferLimits
 from ._exec.transfer import PodFiles
-from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, RUN_TIMEOUT, STARTUP_TIMEOUT, WORK_DIR
+from .defaults import (
+    ACTIVE_DEADLINE_SECONDS,
+    IMAGE,
+    MAX_OUTPUT_BYTES,
+    MAX_RICH_BYTES,
+    MAX_RICH_OUTPUT_BYTES,
+    RUN_AS_USER,
+    RUN_TIMEOUT,
+    STARTUP_TIMEOUT,
+    WORK_DIR,
+)
 from .errors import (
-    ExecNotStartedError,
     InvalidInputError,
     KubectlError,
     KubectlExecutorError,
     NotFoundError,
-    OutcomeUnknownError,
     PodStartError,
     UnsafePathError,
 )
@@ -91,8 +94,10 @@ if TYPE_CHECKING:
         ChangedFile,
         ClusterAccess,
         CommandLineCodeResult,
+        PodShape,
         Resources,
         RichOutput,
+        RunOptions,
         ToolCommandLineCodeResult,
     )
     from .pool import WarmPool
@@ -176,15 +181,15 @@ class KubernetesCommandLineCodeExecutor:
         insecure_skip_tls_verify: bool = False,
         startup_timeout: float = STARTUP_TIMEOUT,
         max_output_bytes: int = MAX_OUTPUT_BYTES,
-        max_rich_output_bytes: int = 8 * 1024 * 1024,
-        max_rich_bytes: int = 32 * 1024 * 1024,
+        max_rich_output_bytes: int = MAX_RICH_OUTPUT_BYTES,
+        max_rich_bytes: int = MAX_RICH_BYTES,
         list_files: bool = True,
         keep_pod: bool = False,
         start: bool = True,
         attach: bool = False,
         resources: Resources | None = None,
         hardened: bool = True,
-        run_as_user: int = 1000,
+        run_as_user: int = RUN_AS_USER,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
         network_policy: bool = False,
@@ -199,24 +204,37 @@ class KubernetesCommandLineCodeExecutor:
         stateful: bool = False,
         pool: WarmPool | None = None,
         access: ClusterAccess | None = None,
+        pod: PodShape | None = None,
+        run_options: RunOptions | None = None,
     ) -> None:
-        if not isinstance(timeout, (int, float)) or not math.isfinite(timeout) or timeout < 1:
-            raise InvalidInputError(
-                f"Timeout must be greater than or equal to 1. (timeout is in seconds; got {timeout!r})"
-            )
-        if startup_timeout <= 0:
-            raise InvalidInputError("startup_timeout must be > 0")
-        if max_output_bytes < 1024:
-            raise InvalidInputError("max_output_bytes must be at least 1024")
-        if max_rich_output_bytes < 0 or max_rich_bytes < 0:
-            raise InvalidInputError("max_rich_output_bytes and max_rich_bytes must be >= 0")
-        # Rich outputs over a budget stay in the pod (named by kept_path); 0 keeps every one there.
-        self._rich = RichLimits(max_rich_output_bytes, max_rich_bytes, list_files=bool(list_files))
-        work = PurePosixPath(str(work_dir))
-        if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
-            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
-        from .boundary import ClusterAccess, PodOptions, Resources  # pydantic: loaded on first use
+        from .boundary import ClusterAccess, PodShape, RunOptions  # pydantic: loaded on first use
 
+        # The three option models; the separate keywords (the seed's among them) map onto them.
+        run = RunOptions.of(
+            run_options,
+            timeout=timeout,
+            startup_timeout=startup_timeout,
+            max_output_bytes=max_output_bytes,
+            max_rich_output_bytes=max_rich_output_bytes,
+            max_rich_bytes=max_rich_bytes,
+            list_files=list_files,
+        )
+        shape = PodShape.of(
+            pod,
+            image=image,
+            work_dir=str(PurePosixPath(str(work_dir))),
+            env=_env_dict(env_vars),
+            labels=labels,
+            resources=resources,
+            hardened=hardened,
+            run_as_user=run_as_user,
+            read_only_root_filesystem=read_only_root_filesystem,
+            runtime_class_name=runtime_class_name,
+            active_deadline_seconds=active_deadline_seconds,
+            shared_pvc_name=shared_pvc_name or None,
+            node=node or None,
+            pod_overrides=pod_overrides,
+        )
         access = ClusterAccess.of(
             access,
             kubectl=kubectl,
@@ -228,24 +246,31 @@ class KubernetesCommandLineCodeExecutor:
             certificate_authority=certificate_authority,
             insecure_skip_tls_verify=insecure_skip_tls_verify,
         )
+        work = PurePosixPath(shape.work_dir)
+        if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
+            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {shape.work_dir!r}")
+        for key, value in shape.env.items():
+            validate_env_value(validate_env_name(key), value)
         namespace = access.namespace
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
         if pod_name is not None:
             validate_dns_label(pod_name, "pod name")
-        self._env = _env_dict(env_vars)
-        self._timeout = timeout
+        self._shape = shape.model_copy(update={"work_dir": str(work)})
+        self._run_options = run
+        # Rich outputs over a budget stay in the pod (named by kept_path); 0 keeps every one there.
+        self._rich = RichLimits(run.max_rich_output_bytes, run.max_rich_bytes, list_files=run.list_files)
+        self._timeout = run.timeout
         self._work_dir = Path(str(work))
         self._execution_policies = {**DEFAULT_EXECUTION_POLICIES, **(execution_policies or {})}
-        self._image = image
         self._fixed_name = pod_name
         self._pod_name = pod_name or generate_pod_name()
         self._shared_resources = shared_resources
         if attach and pod_name is None:
             raise InvalidInputError("attach=True needs the pod_name of a running pod")
         self._attach = attach
-        self._startup_timeout = startup_timeout
-        self._max_output_bytes = max_output_bytes
+        self._startup_timeout = run.startup_timeout
+        self._max_output_bytes = run.max_output_bytes
         self._keep_pod = keep_pod
         self._on_output = on_output
         self._code_extractor = MarkdownCodeExtractor()
@@ -257,23 +282,7 @@ class KubernetesCommandLineCodeExecutor:
         self._bashrc_env: dict[str, str] = {}  # from add_env_vars_to_bashrc: kept across restart()
         self._created = False  # True while a pod that WE created exists
         self._pod: Pod | None = None
-        self._pod_options = PodOptions(
-            name=self._pod_name,
-            image=image,
-            work_dir=str(work),
-            shared_pvc_name=shared_pvc_name or None,
-            node=node or None,
-            env=self._env,
-            labels=labels or {},
-            resources=resources or Resources(),
-            hardened=hardened,
-            run_as_user=run_as_user,
-            run_as_group=run_as_user,
-            read_only_root_filesystem=read_only_root_filesystem,
-            runtime_class_name=runtime_class_name,
-            active_deadline_seconds=active_deadline_seconds,
-            pod_overrides=pod_overrides or {},
-        )
+        self._owner_references: list[dict[str, Any]] = []
         self._kubectl = Kubectl(access, runner=runner, retry=retry)
         self._namespace = namespace
         # Default-deny egress NetworkPolicy with the pod (kubectl_executor._cluster.netpol says how to relax it).
@@ -300,7 +309,7 @@ class KubernetesCommandLineCodeExecutor:
     # -- properties (the seed's) ------------------------------------------------------------
 
     @property
-    def timeout(self) -> int:
+    def timeout(self) -> int | float:
         return self._timeout
 
     @property
@@ -336,7 +345,7 @@ class KubernetesCommandLineCodeExecutor:
 
     @property
     def image(self) -> str:
-        return self._image
+        return self._shape.image
 
     @property
     def kubectl(self) -> Kubectl:
@@ -359,10 +368,23 @@ class KubernetesCommandLineCodeExecutor:
         )
         return self._owner_id
 
+    @property
+    def pod_shape(self) -> PodShape:
+        """What shapes this executor's pod (``pod=``, or its separate keywords mapped onto it)."""
+        return self._shape
+
+    @property
+    def run_options(self) -> RunOptions:
+        """How its runs go (``run_options=``, or its separate keywords mapped onto it)."""
+        return self._run_options
+
     def manifest(self) -> dict[str, Any]:
         """The pod this executor creates (or created)."""
         labels = ownership_labels(self._owner_id, int(time.time()), os.getpid())
-        return build_pod_manifest(self._pod_options, labels)
+        from .boundary import PodOptions
+
+        options = PodOptions.of_shape(self._shape, self._pod_name, owner_references=self._owner_references)
+        return build_pod_manifest(options, labels)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -376,25 +398,26 @@ class KubernetesCommandLineCodeExecutor:
                 state = pod.status.phase if pod else "not found"
                 raise PodStartError(self._pod_name, "NotReady", f"cannot attach: pod is {state}")
             self._pod = pod
-            self._extra_env = {**self._env, **self._extra_env}
+            self._extra_env = {**self._shape.env, **self._extra_env}
             return
         if self._pool is not None:
             pod = self._pool.claim(self._owner_id, timeout=self._startup_timeout)
             self._pod, self._pod_name, self._from_pool = pod, pod.metadata.name, True
-            self._extra_env = {**self._env, **self._extra_env}
+            self._extra_env = {**self._shape.env, **self._extra_env}
             return
         if self._shared_resources:
-            found = find_reusable(self._kubectl, self._image, str(self._work_dir))
+            found = find_reusable(self._kubectl, self._shape.image, str(self._work_dir))
             if found is not None:
                 self._pod = found
                 self._pod_name = found.metadata.name
                 # Container env of a reused pod is not ours: send ours with every run.
-                self._extra_env = {**self._env, **self._extra_env}
+                self._extra_env = {**self._shape.env, **self._extra_env}
                 logger.info("reusing pod %s", self._pod_name)
                 return
         if not self._owner_resolved:
-            refs = resolve_owner_references(self._kubectl, self._owner_reference, self._namespace)
-            self._pod_options = self._pod_options.model_copy(update={"owner_references": refs})
+            self._owner_references = resolve_owner_references(
+                self._kubectl, self._owner_reference, self._namespace
+            )
             self._owner_resolved = True
         manifest = self.manifest()
         self._created = True
@@ -443,7 +466,6 @@ class KubernetesCommandLineCodeExecutor:
         self._pod = None
         if self._fixed_name is None:
             self._pod_name = generate_pod_name()
-            self._pod_options = self._pod_options.model_copy(update={"name": self._pod_name})
         _live.add(self)
         self.start()
         if self._bashrc_env:  # as in the seed, where they stay in the pod's ~/.bashrc
@@ -747,78 +769,14 @@ class KubernetesCommandLineCodeExecutor:
         return True
 
     def _run_stateless(self, request: RunRequest, callback: OutputCallback | None) -> ExecResult:
-        args = exec_args(self._pod_name, CONTAINER, request.nonce)
-        # Beyond the in-pod deadline, a generous margin for kubectl start-up and transfer.
-        client_deadline = request.timeout + request.kill_after + 30.0 + len(request.code) / 1e6
-
-        def attempt() -> ExecResult:
-            out = OutputBudget(self._max_output_bytes)
-            err = OutputBudget(self._max_output_bytes)
-
-            def on_stdout(chunk: bytes) -> None:
-                out(chunk)
-                if callback and chunk:
-                    callback("stdout", chunk)
-
-            def on_stderr(chunk: bytes) -> None:
-                err(chunk)
-                if callback and chunk:
-                    callback("stderr", chunk)
-
-            # The runner's frames (rich results, a tool call's result) come between the program's
-            # output and the exit marker.
-            limit = max(16 * request.budget + (1 << 20), self._rich.frame_limit())
-            kinds = ("FRAME", "RICH") if request.runner == "call" else ("RICH",)
-            frames = FrameSplitter(request.nonce, on_stdout, limit=limit, kinds=kinds)
-            marker = MarkerFilter(request.nonce, frames.feed)
-            # kubectl's stderr is the program's plus kubectl's own log lines: those go.
-            stderr = KlogFilter(on_stderr)
-            done = self._kubectl.stream(
-                args,
-                stdin=exec_input(request),
-                timeout=client_deadline,
-                on_stdout=marker.feed,
-                on_stderr=stderr.feed,
-            )
-            stderr.close()
-            outcome = marker.close()
-            frames.close()
-            frame = frames.frames.get("FRAME")
-            if outcome is not None:
-                logs = []
-                if outcome.log_kept:
-                    base = f"{outcome.log_dir}/{request.nonce}"
-                    logs = [f"{base}.out", f"{base}.err"]
-                note = f"full output in the pod at {outcome.log_dir}/{request.nonce}.*"
-                return ExecResult(
-                    outcome.exit_code,
-                    out.value(note),
-                    err.value(note),
-                    outcome.timed_out,
-                    out.truncated or err.truncated,
-                    logs,
-                    frame,
-                    rich=frames.frames.get("RICH"),
-                )
-            if done.timed_out and marker.started:
-                self._kill_in_pod(request.nonce)
-                return ExecResult(124, out.value(), err.value(), True, out.truncated, [])
-            if done.timed_out:
-                # kubectl hung before or after the start: the run may still be going in the pod.
-                self._kill_in_pod(request.nonce)
-            elif not marker.started and done.returncode != 0:
-                stderr_text = err.value().decode(errors="replace")
-                raise classify_failure(done.argv, done.returncode, stderr_text, exec_call=True)
-            raise OutcomeUnknownError(
-                f"the run in pod {self._pod_name} ended without its completion marker "
-                f"(kubectl exit code {done.returncode}); the code may or may not have run "
-                "and was not re-run",
-                stdout=out.value(),
-                stderr=err.value(),
-            )
-
-        return call_with_retry(
-            self._kubectl.retry, attempt, retry_on=(ExecNotStartedError,), what="kubectl exec"
+        return run_stateless(
+            self._kubectl,
+            self._pod_name,
+            request,
+            callback,
+            max_output_bytes=self._max_output_bytes,
+            frame_limit=self._rich.frame_limit(),
+            kill=self._kill_in_pod,
         )
 
     def _kill_in_pod(self, nonce: str) -> None:
@@ -977,7 +935,7 @@ class KubernetesCommandLineCodeExecutor:
         if pod is None or pod.status.phase != "Running" or pod.metadata.deletion_timestamp:
             return None
         images = [c.image for c in pod.spec.containers]
-        return pod.metadata.name if self._image in images else None
+        return pod.metadata.name if self._shape.image in images else None
 
     def get_pod_resource_usage(self) -> dict[str, dict[str, str]] | None:
         """CPU and memory of THIS pod from metrics.k8s.io, in the seed's shape
@@ -1004,7 +962,7 @@ class KubernetesCommandLineCodeExecutor:
 
 
 def _env_dict(env_vars: list[dict[str, str]] | None) -> dict[str, str]:
-    """The seed's ``[{"key": ..., "value": ...}]`` list, validated."""
+    """The seed's ``[{"key": ..., "value": ...}]`` list as :attr:`PodShape.env`, validated."""
     env: dict[str, str] = {}
     for item in env_vars or []:
         if not isinstance(item, dict) or "key" not in item or "value" not in item:

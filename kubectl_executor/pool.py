@@ -25,6 +25,7 @@ import os
 import random
 import threading
 import time
+import warnings
 from typing import Any
 
 from ._cluster.kubectl import Kubectl
@@ -49,8 +50,8 @@ from ._cluster.pod import delete_pod, get_pod, list_pods, start_failure, wait_re
 from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
-from .boundary import ClusterAccess, PodOptions, Resources
-from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, STARTUP_TIMEOUT, WORK_DIR
+from .boundary import ClusterAccess, PodOptions, PodShape, Resources, RunOptions
+from .defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, RUN_AS_USER, STARTUP_TIMEOUT, WORK_DIR
 from .errors import (
     ConflictError,
     InvalidInputError,
@@ -69,9 +70,11 @@ CLOSING = "closing"
 class WarmPool:
     """Keeps ``size`` Ready pods of one spec; :meth:`claim` hands one out exclusively.
 
-    ``kubectl`` is a :class:`Kubectl` to share, or the kubectl binary (like the executor's
-    ``kubectl=``); ``access=`` is the cluster access as one :class:`ClusterAccess` instead.
-    Pod options mean what they mean on the executor.
+    ``kubectl`` is the kubectl binary (as on the executor); ``access=`` is the cluster access as
+    one :class:`ClusterAccess` instead; ``client=`` a :class:`Kubectl` to share (its access, runner
+    and retry policy) instead of both.
+    ``pod=`` is the pods' :class:`PodShape` (the separate pod keywords map onto it, and mean what
+    they mean on the executor); of ``run_options=`` the pool uses ``startup_timeout``.
     """
 
     def __init__(
@@ -81,7 +84,7 @@ class WarmPool:
         *,
         name: str = "default",
         namespace: str | None = None,
-        kubectl: Kubectl | str | None = None,
+        kubectl: str | None = None,
         kubeconfig: str | None = None,
         context: str | None = None,
         work_dir: str = WORK_DIR,
@@ -89,7 +92,7 @@ class WarmPool:
         labels: dict[str, str] | None = None,
         resources: Resources | None = None,
         hardened: bool = True,
-        run_as_user: int = 1000,
+        run_as_user: int = RUN_AS_USER,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
         active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
@@ -101,47 +104,65 @@ class WarmPool:
         retry: RetryPolicy | None = None,
         start: bool = True,
         access: ClusterAccess | None = None,
+        client: Kubectl | None = None,
+        pod: PodShape | None = None,
+        run_options: RunOptions | None = None,
     ) -> None:
         if not isinstance(size, int) or size < 0:
             raise InvalidInputError("size must be an int >= 0")
         validate_dns_label(name, "pool name")
-        if isinstance(kubectl, Kubectl):
-            shared: Kubectl | None = kubectl
-            if access is not None:
-                raise InvalidInputError("pass access= or a Kubectl as kubectl=, not both")
+        shape = PodShape.of(
+            pod,
+            image=image,
+            work_dir=work_dir,
+            env=env,
+            labels=labels,
+            resources=resources,
+            hardened=hardened,
+            run_as_user=run_as_user,
+            read_only_root_filesystem=read_only_root_filesystem,
+            runtime_class_name=runtime_class_name,
+            active_deadline_seconds=active_deadline_seconds,
+            pod_overrides=pod_overrides,
+        )
+        run = RunOptions.of(run_options, startup_timeout=startup_timeout)
+        if isinstance(kubectl, Kubectl):  # what client= was called before it had its own name
+            warnings.warn(
+                "pass a Kubectl to share as client=, not kubectl=", DeprecationWarning, stacklevel=2
+            )
+            client, kubectl = kubectl, None
+        shared = client
+        if shared is not None:
+            if (
+                access is not None
+                or any((kubectl, kubeconfig, context))
+                or namespace
+                not in (
+                    None,
+                    shared.access.namespace,
+                )
+            ):
+                raise InvalidInputError("pass client= or the cluster access (access=, kubectl=...), not both")
         else:
-            shared = None
             access = ClusterAccess.of(
                 access, kubectl=kubectl, kubeconfig=kubeconfig, context=context, namespace=namespace
             )
             namespace = access.namespace
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
-        if not work_dir.startswith("/"):
-            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {work_dir!r}")
+        if not shape.work_dir.startswith("/"):
+            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {shape.work_dir!r}")
         self.size = size
         self.name = name
-        self.image = image
-        self.work_dir = work_dir
+        self.pod_shape = shape
+        """What shapes the pool's pods (``pod=``, or the separate keywords mapped onto it)."""
+        self.image = shape.image
+        self.work_dir = shape.work_dir
         self.reuse = reuse
-        self.startup_timeout = startup_timeout
+        self.startup_timeout = run.startup_timeout
         self.refill_interval = refill_interval
         self.pool_id = new_nonce()[:16]
-        self._options = PodOptions(
-            name="placeholder",
-            image=image,
-            work_dir=work_dir,
-            env=dict(env or {}),
-            labels={**(labels or {}), POOL_LABEL: name},
-            resources=resources or Resources(),
-            hardened=hardened,
-            run_as_user=run_as_user,
-            run_as_group=run_as_user,
-            read_only_root_filesystem=read_only_root_filesystem,
-            runtime_class_name=runtime_class_name,
-            active_deadline_seconds=active_deadline_seconds,
-            pod_overrides=pod_overrides or {},
-        )
+        self._shape = shape.model_copy(update={"labels": {**shape.labels, POOL_LABEL: name}})
         self._owns_kubectl = shared is None
         self._kubectl = shared if shared is not None else Kubectl(access, runner=runner, retry=retry)
         self.namespace = namespace or self._kubectl.access.namespace
@@ -246,7 +267,7 @@ class WarmPool:
         for _ in range(count):
             pod_name = generate_pod_name()
             names.append(pod_name)
-            items.append(build_pod_manifest(self._options.model_copy(update={"name": pod_name}), labels))
+            items.append(build_pod_manifest(PodOptions.of_shape(self._shape, pod_name), labels))
         stream = "\n".join(json.dumps(item) for item in items)
         self._kubectl.run(["apply", "-f", "-"], stdin=stream.encode())
         logger.info("pool %s: created %d pod(s)", self.name, count)

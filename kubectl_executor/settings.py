@@ -11,7 +11,11 @@ never travels on a command line.
 Library use::
 
     from kubectl_executor.settings import Settings
-    executor = KubernetesCommandLineCodeExecutor(**Settings().executor_kwargs())
+    settings = Settings()
+    executor = KubernetesCommandLineCodeExecutor(
+        access=settings.cluster_access(), pod=settings.pod_shape(), run_options=settings.run_options()
+    )
+    # or, as separate keywords: KubernetesCommandLineCodeExecutor(**settings.executor_kwargs())
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from ._cluster.manifest import validate_dns_label
 from .defaults import IMAGE, RUN_TIMEOUT, STARTUP_TIMEOUT, WORK_DIR
 
 if TYPE_CHECKING:
-    from .boundary import ClusterAccess
+    from .boundary import ClusterAccess, PodShape, RunOptions
 
 ENV_PREFIX = "KUBECTL_EXECUTOR_"
 
@@ -74,6 +78,22 @@ class Settings(BaseSettings):
         from .boundary import ClusterAccess
 
         return ClusterAccess.pick(self.model_dump())
+
+    def pod_shape(self, **fields: Any) -> PodShape:
+        """The pod these settings shape, with ``fields`` (of :class:`PodShape`) over them; a
+        field given as None counts where None is a value (``active_deadline_seconds=None``)."""
+        from .boundary import PodShape
+
+        return PodShape.of(None, **{**self._set(PodShape.model_fields), **fields})
+
+    def run_options(self, **fields: Any) -> RunOptions:
+        """The run options these settings give, with ``fields`` (of :class:`RunOptions`) over them."""
+        from .boundary import RunOptions
+
+        return RunOptions.of(None, **{**self._set(RunOptions.model_fields), **fields})
+
+    def _set(self, names: Any) -> dict[str, Any]:
+        return {k: v for k, v in self.model_dump().items() if k in names and v is not None}
 
     def executor_kwargs(self, **overrides: Any) -> dict[str, Any]:
         """Keywords for ``KubernetesCommandLineCodeExecutor``: only what is set, plus ``overrides``."""

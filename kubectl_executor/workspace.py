@@ -65,7 +65,7 @@ from ._cluster.pod import WATCH_ROUND_FIRST, WATCH_ROUND_MAX
 from ._cluster.retry import RetryPolicy
 from ._cluster.runner import Runner
 from ._exec.protocol import new_nonce
-from .boundary import ClusterAccess
+from .boundary import ClusterAccess, PodShape
 from .errors import (
     ClaimNotBoundError,
     ConflictError,
@@ -437,7 +437,8 @@ class WorkspaceVolume:
 
     def executor(self, **kwargs: Any) -> KubernetesCommandLineCodeExecutor:
         """An executor whose pod mounts this claim at its work_dir, with this workspace's cluster
-        access (and node, for a pinned static volume). Keywords go to the executor and win.
+        access (and node, for a pinned static volume). Keywords go to the executor and win; a
+        ``pod=`` :class:`PodShape` gets the claim (and the node, unless it names one).
         :meth:`stop` stops it too."""
         if not self._started:
             raise InvalidInputError("start() the workspace before making executors on it")
@@ -449,12 +450,18 @@ class WorkspaceVolume:
             "access": access,
             "runner": self._kubectl.runner,
             "retry": self._kubectl.retry,
-            "shared_pvc_name": self._name,
         }
-        if self._options.node:
-            options["node"] = self._options.node
+        pod: PodShape | None = kwargs.pop("pod", None)
+        if pod is not None:
+            claim = pod.shared_pvc_name or self._name
+            node = pod.node or self._options.node
+            options["pod"] = pod.model_copy(update={"shared_pvc_name": claim, "node": node})
+        else:
+            options["shared_pvc_name"] = self._name
+            if self._options.node:
+                options["node"] = self._options.node
         options.update(kwargs)
-        if options["shared_pvc_name"] != self._name:
+        if (pod.shared_pvc_name or self._name if pod else options["shared_pvc_name"]) != self._name:
             raise InvalidInputError(f"an executor of workspace {self._name} mounts that claim, not another")
         executor = KubernetesCommandLineCodeExecutor(**options)
         self._executors.append(executor)

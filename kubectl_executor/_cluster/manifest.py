@@ -180,8 +180,8 @@ def build_pod_manifest(opts: PodOptions, labels: dict[str, str]) -> dict[str, An
         spec["securityContext"] = {
             "runAsNonRoot": True,
             "runAsUser": opts.run_as_user,
-            "runAsGroup": opts.run_as_group,
-            "fsGroup": opts.run_as_group,
+            "runAsGroup": opts.group,
+            "fsGroup": opts.group,
             "seccompProfile": {"type": "RuntimeDefault"},
         }
         container["securityContext"] = {

@@ -6,47 +6,73 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..boundary import Resources
-from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
+from ..boundary import PodShape, RunOptions
+from ..defaults import IMAGE, WORK_DIR
+
+# KubectlCodeExecutor's separate keywords for the pod and the runs -> their PodShape / RunOptions
+# fields (configurations dumped before those models had them flat, with env as env_vars).
+FLAT_POD = {
+    "image": "image",
+    "pod_work_dir": "work_dir",
+    "env": "env",
+    "env_vars": "env",
+    "hardened": "hardened",
+    "run_as_user": "run_as_user",
+    "read_only_root_filesystem": "read_only_root_filesystem",
+    "runtime_class_name": "runtime_class_name",
+    "active_deadline_seconds": "active_deadline_seconds",
+    "labels": "labels",
+    "resources": "resources",
+    "pod_overrides": "pod_overrides",
+}
+FLAT_RUN = ("timeout", "startup_timeout", "max_output_bytes")
+
+
+def split_flat(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(the other keys, the PodShape fields, the RunOptions fields) of flat keywords."""
+    rest = dict(values)
+    pod = {FLAT_POD[key]: rest.pop(key) for key in list(rest) if key in FLAT_POD}
+    run = {key: rest.pop(key) for key in list(rest) if key in FLAT_RUN}
+    return rest, pod, run
 
 
 class KubectlCodeExecutorConfig(BaseModel):
     """The serialisable configuration (``dump_component``). No secrets: the bearer token of
     ``remote_control_plane`` mode is read from ``KUBE_TOKEN`` when the executor starts. Functions
-    are not serialised (as for autogen-ext's executors)."""
+    are not serialised (as for autogen-ext's executors). The pod and the runs are the library's
+    :class:`PodShape` and :class:`RunOptions`; ``work_dir`` is the host side of the mirror."""
 
     model_config = ConfigDict(extra="forbid")
 
-    image: str = IMAGE
     pod_name: str | None = None
     namespace: str | None = None
-    timeout: int = Field(60, ge=1)
     work_dir: str | None = None
-    pod_work_dir: str = WORK_DIR
     mirror: bool = True
     functions_module: str = "functions"
     delete_tmp_files: bool = False
     init_command: str | None = None
     auto_remove: bool = True
     execution_policies: dict[str, bool] | None = None
-    env_vars: dict[str, str] = Field(default_factory=dict)
     kubectl: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
     remote_control_plane: str | None = None
     certificate_authority: str | None = None
     insecure_skip_tls_verify: bool = False
-    startup_timeout: float = Field(STARTUP_TIMEOUT, gt=0)
-    max_output_bytes: int = Field(MAX_OUTPUT_BYTES, ge=1024)
     attach: bool = False
-    hardened: bool = True
-    run_as_user: int = 1000
-    read_only_root_filesystem: bool = False
-    runtime_class_name: str | None = None
-    active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS
-    labels: dict[str, str] = Field(default_factory=dict)
-    resources: Resources | None = None
-    pod_overrides: dict[str, Any] = Field(default_factory=dict)
+    pod: PodShape = Field(default_factory=PodShape)
+    run_options: RunOptions = Field(default_factory=RunOptions)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_flat_fields(cls, data: Any) -> Any:
+        """A configuration with the pod's and the runs' fields flat (as dumped before 0.2) loads."""
+        if not isinstance(data, dict) or not (set(data) & {*FLAT_POD, *FLAT_RUN}):
+            return data
+        data, pod, run = split_flat(data)
+        data["pod"] = PodShape.of(None, **{**dict(data.get("pod") or {}), **pod})
+        data["run_options"] = RunOptions.of(None, **{**dict(data.get("run_options") or {}), **run})
+        return data
 
 
 class PodCommandLineCodeExecutorConfig(BaseModel):

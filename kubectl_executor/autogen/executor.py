@@ -29,12 +29,20 @@ from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
 from .._exec.languages import block_file, canonical_language, filename_hint, validate_relative_path
 from .._exec.results import CodeBlock
-from ..boundary import ClusterAccess, Resources, RichOutput
-from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MAX_OUTPUT_BYTES, STARTUP_TIMEOUT, WORK_DIR
+from ..boundary import ClusterAccess, PodShape, Resources, RichOutput, RunOptions
+from ..defaults import (
+    ACTIVE_DEADLINE_SECONDS,
+    IMAGE,
+    MAX_OUTPUT_BYTES,
+    RUN_AS_USER,
+    RUN_TIMEOUT,
+    STARTUP_TIMEOUT,
+    WORK_DIR,
+)
 from ..errors import InvalidInputError, KubectlExecutorError, UnsafePathError
 from ..executor import KubernetesCommandLineCodeExecutor
 from ..settings import load_settings
-from .config import KubectlCodeExecutorConfig
+from .config import KubectlCodeExecutorConfig, split_flat
 from .functions import (
     FUNCTION_PROMPT_TEMPLATE,
     AnyFunction,
@@ -108,10 +116,10 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         image: str = IMAGE,
         pod_name: str | None = None,
         namespace: str | None = None,
-        timeout: int = 60,
+        timeout: int = RUN_TIMEOUT,
         work_dir: Path | str | None = None,
         execution_policies: dict[str, bool] | None = None,
-        env_vars: dict[str, str] | None = None,
+        env: dict[str, str] | None = None,
         *,
         functions: Sequence[AnyFunction] = (),
         functions_module: str = "functions",
@@ -130,13 +138,16 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         max_output_bytes: int = MAX_OUTPUT_BYTES,
         attach: bool = False,
         hardened: bool = True,
-        run_as_user: int = 1000,
+        run_as_user: int = RUN_AS_USER,
         read_only_root_filesystem: bool = False,
         runtime_class_name: str | None = None,
         active_deadline_seconds: int | None = ACTIVE_DEADLINE_SECONDS,
         labels: dict[str, str] | None = None,
         resources: Resources | None = None,
         pod_overrides: dict[str, Any] | None = None,
+        pod: PodShape | None = None,
+        run_options: RunOptions | None = None,
+        env_vars: dict[str, str] | None = None,
         runner: Runner | None = None,
         retry: RetryPolicy | None = None,
     ) -> None:
@@ -149,6 +160,11 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
             raise InvalidInputError(
                 "work_dir is the host side of the mirror: leave it unset with mirror=False"
             )
+        if env_vars is not None:
+            warnings.warn("env_vars= is now env= (PodShape.env)", DeprecationWarning, stacklevel=2)
+            if env is not None:
+                raise InvalidInputError("pass env=, not env_vars= as well")
+            env = env_vars
         host_dir: Path | None = None
         if work_dir is not None:
             host_dir = Path(work_dir)
@@ -158,36 +174,42 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
                 )
             host_dir.mkdir(parents=True, exist_ok=True)
         self._config = KubectlCodeExecutorConfig(
-            image=image,
             pod_name=pod_name,
             namespace=namespace,
-            timeout=timeout,
             work_dir=str(host_dir) if host_dir is not None else None,
-            pod_work_dir=str(pod_work_dir),
             mirror=mirror,
             functions_module=functions_module,
             delete_tmp_files=delete_tmp_files,
             init_command=init_command,
             auto_remove=auto_remove,
             execution_policies=execution_policies,
-            env_vars=dict(env_vars or {}),
             kubectl=kubectl,
             kubeconfig=kubeconfig,
             context=context,
             remote_control_plane=remote_control_plane,
             certificate_authority=certificate_authority,
             insecure_skip_tls_verify=insecure_skip_tls_verify,
-            startup_timeout=startup_timeout,
-            max_output_bytes=max_output_bytes,
             attach=attach,
-            hardened=hardened,
-            run_as_user=run_as_user,
-            read_only_root_filesystem=read_only_root_filesystem,
-            runtime_class_name=runtime_class_name,
-            active_deadline_seconds=active_deadline_seconds,
-            labels=dict(labels or {}),
-            resources=resources,
-            pod_overrides=dict(pod_overrides or {}),
+            pod=PodShape.of(
+                pod,
+                image=image,
+                work_dir=str(pod_work_dir),
+                env=env,
+                hardened=hardened,
+                run_as_user=run_as_user,
+                read_only_root_filesystem=read_only_root_filesystem,
+                runtime_class_name=runtime_class_name,
+                active_deadline_seconds=active_deadline_seconds,
+                labels=labels,
+                resources=resources,
+                pod_overrides=pod_overrides,
+            ),
+            run_options=RunOptions.of(
+                run_options,
+                timeout=timeout,
+                startup_timeout=startup_timeout,
+                max_output_bytes=max_output_bytes,
+            ),
         )
         self._functions: list[AnyFunction] = list(functions)
         self._packages = required_packages(self._functions)
@@ -199,23 +221,35 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         self._worker: concurrent.futures.ThreadPoolExecutor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._functions_ready = not self._functions
-        self._mirror = WorkDirMirror(self._config.pod_work_dir)
+        self._mirror = WorkDirMirror(self._config.pod.work_dir)
 
     @classmethod
     def from_env(cls, **overrides: Any) -> Self:
-        """Options from ``KUBECTL_EXECUTOR_*`` (see :mod:`kubectl_executor.settings`), then ``overrides``."""
+        """Options from ``KUBECTL_EXECUTOR_*`` (see :mod:`kubectl_executor.settings`; its
+        ``work_dir`` is the pod's), then ``overrides`` (keywords, or a whole ``pod=`` / ``run_options=``)."""
         settings = load_settings()
-        fields = set(KubectlCodeExecutorConfig.model_fields) - {"work_dir"}
-        kwargs = {k: v for k, v in settings.executor_kwargs().items() if k in fields}
-        if "work_dir" in settings.executor_kwargs():  # the settings' work_dir is the pod's
-            kwargs["pod_work_dir"] = str(settings.executor_kwargs()["work_dir"])
-        return cls(**{**kwargs, **overrides})
+        rest, pod_fields, run_fields = split_flat(overrides)
+        pod, run = rest.pop("pod", None), rest.pop("run_options", None)
+        access = {
+            k: v
+            for k, v in settings.model_dump().items()
+            if k in ClusterAccess.model_fields
+            and k in KubectlCodeExecutorConfig.model_fields
+            and v is not None
+        }
+        return cls(
+            **{**access, **rest},
+            pod=PodShape.of(pod, **pod_fields) if pod is not None else settings.pod_shape(**pod_fields),
+            run_options=RunOptions.of(run, **run_fields)
+            if run is not None
+            else settings.run_options(**run_fields),
+        )
 
     # -- properties -------------------------------------------------------------------------------
 
     @property
     def timeout(self) -> int:
-        return self._config.timeout
+        return int(self._config.run_options.timeout)
 
     @property
     def work_dir(self) -> Path:
@@ -223,7 +257,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         ``work_dir`` it exists from :meth:`start` to :meth:`stop`; with ``mirror=False`` this is
         the pod's directory."""
         if not self._config.mirror:
-            return Path(self._config.pod_work_dir)
+            return Path(self._config.pod.work_dir)
         if self._host_dir is not None:
             return self._host_dir
         if self._temp_dir is not None:
@@ -232,7 +266,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
 
     @property
     def pod_work_dir(self) -> str:
-        return self._config.pod_work_dir
+        return self._config.pod.work_dir
 
     @property
     def functions_module(self) -> str:
@@ -270,25 +304,13 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         if c.mirror and self._host_dir is None and self._temp_dir is None:
             self._temp_dir = tempfile.TemporaryDirectory(prefix="kx-autogen-")
         executor = KubernetesCommandLineCodeExecutor(
-            image=c.image,
             pod_name=c.pod_name,
-            timeout=c.timeout,
-            work_dir=c.pod_work_dir,
             execution_policies=c.execution_policies,
-            env_vars=[{"key": k, "value": v} for k, v in c.env_vars.items()] or None,
             access=ClusterAccess.pick(c.model_dump()),
-            startup_timeout=c.startup_timeout,
-            max_output_bytes=c.max_output_bytes,
+            pod=c.pod,
+            run_options=c.run_options,
             attach=c.attach,
             keep_pod=not c.auto_remove,
-            hardened=c.hardened,
-            run_as_user=c.run_as_user,
-            read_only_root_filesystem=c.read_only_root_filesystem,
-            runtime_class_name=c.runtime_class_name,
-            active_deadline_seconds=c.active_deadline_seconds,
-            labels=c.labels or None,
-            resources=c.resources,
-            pod_overrides=c.pod_overrides or None,
             runner=self._runner,
             retry=self._retry,
             start=False,
@@ -391,7 +413,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
                     outputs.append(CANCELLED)
                     exit_code, cancelled = 1, True
                     if not code_files:  # as Docker's: the first block's file, written before it ran
-                        planned = block_file(one.code, one.language, self._config.pod_work_dir)
+                        planned = block_file(one.code, one.language, self._config.pod.work_dir)
                         code_files.extend([planned] if planned else [])
                     break
                 if result.code_file:
@@ -449,7 +471,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
             return True
         except UnsafePathError:
             pure = PurePosixPath(hint)
-            base = PurePosixPath(self._config.pod_work_dir)
+            base = PurePosixPath(self._config.pod.work_dir)
             return (
                 pure.is_absolute() and ".." not in pure.parts and pure != base and pure.is_relative_to(base)
             )
@@ -501,7 +523,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
     def _host_path(self, pod_path: str) -> str:
         if not self._config.mirror:
             return pod_path
-        rel = PurePosixPath(pod_path).relative_to(self._config.pod_work_dir)
+        rel = PurePosixPath(pod_path).relative_to(self._config.pod.work_dir)
         return str(self.work_dir / rel)
 
     # -- in-pod helpers (the library's own fixed scripts, data on stdin) ---------------------------
@@ -510,7 +532,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
         self, executor: KubernetesCommandLineCodeExecutor, script: str, data: bytes, timeout: float
     ) -> tuple[int, str, str]:
         """Run one of our fixed scripts in the pod: (exit code, stdout, stderr)."""
-        stdin = self._config.pod_work_dir.encode() + b"\n" + data
+        stdin = self._config.pod.work_dir.encode() + b"\n" + data
         done = executor.kubectl.run(
             ["exec", "-i", executor.pod_name, "-c", CONTAINER, "--", "sh", "-c", script],
             stdin=stdin,
@@ -541,7 +563,7 @@ class KubectlCodeExecutor(CodeExecutor, Component[KubectlCodeExecutorConfig]):
             raise InvalidInputError(f"Functions failed to load: {out}{err}")
 
     def _remove_files(self, executor: KubernetesCommandLineCodeExecutor, pod_paths: list[str]) -> None:
-        names = [PurePosixPath(p).relative_to(self._config.pod_work_dir).as_posix() for p in pod_paths]
+        names = [PurePosixPath(p).relative_to(self._config.pod.work_dir).as_posix() for p in pod_paths]
         code, _, err = self._helper(executor, REMOVE_SCRIPT, "".join(n + "\n" for n in names).encode(), 60.0)
         if code != 0:
             logger.warning("could not delete the code files in pod %s: %s", executor.pod_name, err.strip())

@@ -53,6 +53,8 @@ from .._cluster.manifest import CONTAINER
 from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
 from .._exec.languages import resolve_language, silence_pip
+from ..boundary import PodShape, RunOptions
+from ..defaults import IMAGE
 from ..errors import InvalidInputError, KubectlExecutorError
 from ..executor import BlockResult, KubernetesCommandLineCodeExecutor
 from .config import (
@@ -180,7 +182,7 @@ class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseMode
                 "Pod name validation failed: pod name must start and end with lower alphanumeric characters "
                 "with length 56, and contain only lowercase alphanumeric or dash('-') characters."
             )
-        image_name = image or "python:3-slim"
+        image_name = image or IMAGE
         labels: dict[str, str] = {}
         overrides: dict[str, Any] = {}
         if given is not None:
@@ -203,8 +205,13 @@ class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseMode
             kubectl=kubectl,
             context=context,
         )
-        self._labels = labels
-        self._overrides = overrides
+        self._shape = PodShape(
+            image=image_name,
+            work_dir=str(workspace),
+            hardened=hardened,
+            labels=labels,
+            pod_overrides=overrides,
+        )
         self._runner = runner
         self._retry = retry
         self._executor: KubernetesCommandLineCodeExecutor | None = None
@@ -245,18 +252,13 @@ class PodJupyterServer(Component[PodJupyterServerConfig], ComponentBase[BaseMode
             return
         c = self._config
         executor = KubernetesCommandLineCodeExecutor(
-            image=c.image or "python:3-slim",
             pod_name=self._pod_name,
             namespace=self._namespace,
-            timeout=c.timeout,
-            work_dir=c.workspace_path,
             kubectl=c.kubectl,
             kubeconfig=c.kube_config_file,
             context=c.context,
-            startup_timeout=float(c.timeout),
-            hardened=c.hardened,
-            labels=self._labels or None,
-            pod_overrides=self._overrides or None,
+            pod=self._shape,
+            run_options=RunOptions(timeout=c.timeout, startup_timeout=float(c.timeout)),
             runner=self._runner,
             retry=self._retry,
             start=False,

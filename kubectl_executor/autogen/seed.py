@@ -16,6 +16,7 @@ from typing_extensions import Self
 from .._cluster.manifest import CONTAINER
 from .._cluster.retry import RetryPolicy
 from .._cluster.runner import Runner
+from ..boundary import PodShape
 from ..defaults import IMAGE, WORK_DIR
 from ..errors import InvalidInputError
 from .config import PodCommandLineCodeExecutorConfig
@@ -102,19 +103,21 @@ class PodCommandLineCodeExecutor(KubectlCodeExecutor):
             functions_module=functions_module,
         )
         super().__init__(
-            image=image_name,
             pod_name=name,
             namespace=namespace,
             timeout=timeout,
             functions=functions,
             functions_module=functions_module,
-            pod_work_dir=str(workspace),
             mirror=False,
             kubeconfig=str(kube_config_file) if kube_config_file is not None else None,
             kubectl=kubectl,
-            hardened=hardened,
-            labels=labels or None,
-            pod_overrides=overrides or None,
+            pod=PodShape(
+                image=image_name,
+                work_dir=str(workspace),
+                hardened=hardened,
+                labels=labels,
+                pod_overrides=overrides,
+            ),
             runner=runner,
             retry=retry,
         )

@@ -10,7 +10,7 @@ import logging
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -320,29 +320,38 @@ def progress(common: Common, message: str) -> Progress:
 # -- building executors --------------------------------------------------------------------------
 
 
-def env_pairs(pairs: Sequence[str]) -> list[dict[str, str]]:
-    env = []
+def env_pairs(pairs: Sequence[str]) -> dict[str, str]:
+    """``--env KEY=VALUE`` flags as :attr:`PodShape.env`."""
+    env = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise Failure(f"--env needs KEY=VALUE, got {pair!r}")
-        env.append({"key": key, "value": value})
+        env[key] = value
     return env
 
 
 def make_executor(
     common: Common,
     *,
-    pod: str | None = None,
+    attach_to: str | None = None,
     env: Sequence[str] = (),
+    pod: Mapping[str, Any] | None = None,
     **extra: Any,
 ) -> KubernetesCommandLineCodeExecutor:
-    """An executor (not started). ``pod`` attaches to an existing ready pod and never deletes it."""
-    kwargs = common.settings.executor_kwargs(**extra)
-    if pod is not None:
-        kwargs.update(pod_name=validate_dns_label(pod, "pod name"), attach=True)
+    """An executor (not started), its options built once from the settings: ``pod`` holds
+    :class:`PodShape` fields over them, ``extra`` the executor's other keywords. ``attach_to``
+    names an existing ready pod to use, never to delete."""
+    settings = common.settings
+    if attach_to is not None:
+        extra.update(pod_name=validate_dns_label(attach_to, "pod name"), attach=True)
     return KubernetesCommandLineCodeExecutor(
-        env_vars=env_pairs(env) or None, start=False, runner=kubectl_runner(), **kwargs
+        access=settings.cluster_access(),
+        pod=settings.pod_shape(**{**(pod or {}), **({"env": env_pairs(env)} if env else {})}),
+        run_options=settings.run_options(),
+        start=False,
+        runner=kubectl_runner(),
+        **extra,
     )
 
 

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import click  # a core dependency: the command works on the base install
 
 from .._version import __version__
-from ..defaults import ACTIVE_DEADLINE_SECONDS, IMAGE, MCP_RUN_TIMEOUT
+from ..defaults import ACTIVE_DEADLINE_SECONDS, MCP_RUN_TIMEOUT
 from . import base
 from .base import (
     EXIT_OK,
@@ -185,28 +185,29 @@ def mcp(
     pod: dict[str, Any] = {
         "resources": resources,
         "hardened": hardened,
-        "read_only_root_filesystem": read_only_root_filesystem or None,
+        "read_only_root_filesystem": read_only_root_filesystem,
         "runtime_class_name": runtime_class,
-        "network_policy": network_policy or None,
         "active_deadline_seconds": active_deadline or None,
     }
     if print_manifest:
-        return show_manifest(make_executor(common, env=env, **pod))
+        return show_manifest(make_executor(common, env=env, pod=pod, network_policy=network_policy))
     try:
         from ..mcp import DEFAULT_MAX_OUTPUT_BYTES, DEFAULT_RUN_TIMEOUT, KubectlExecutorMcp, McpConfig
     except ImportError as exc:
         raise Failure(missing_extra("mcp", exc)) from exc
-    kwargs = common.settings.executor_kwargs(**pod)
-    if not active_deadline:
-        kwargs["active_deadline_seconds"] = None
-    kwargs.setdefault("max_output_bytes", DEFAULT_MAX_OUTPUT_BYTES)
-    kwargs.setdefault("timeout", DEFAULT_RUN_TIMEOUT)
-    if env:
-        kwargs["env_vars"] = env_pairs(env)
+    settings = common.settings
+    extra: dict[str, Any] = {"network_policy": True} if network_policy else {}
     if base.kubectl_runner() is not None:
-        kwargs["runner"] = base.kubectl_runner()
+        extra["runner"] = base.kubectl_runner()
     config = McpConfig(
-        executor_kwargs=kwargs,
+        access=settings.cluster_access(),
+        pod=settings.pod_shape(**pod, **({"env": env_pairs(env)} if env else {})),
+        # Unless configured, runs and streams sized for MCP clients.
+        run_options=settings.run_options(
+            timeout=settings.timeout or DEFAULT_RUN_TIMEOUT,
+            max_output_bytes=settings.max_output_bytes or DEFAULT_MAX_OUTPUT_BYTES,
+        ),
+        executor_kwargs=extra,
         idle_timeout=parse_duration(idle_timeout),
         pool_size=pool_size,
         max_sessions=max_sessions,
@@ -239,12 +240,11 @@ def _mcp_banner(server: KubectlExecutorMcp, transport: str) -> None:
     """One start-up line on stderr (the host's log): what serves, where its pods go, the limits;
     and at once, rather than at the first call, the reason no cluster can be reached."""
     config = server.config
-    kw = config.executor_kwargs
-    where = f"namespace {kw.get('namespace') or '(the context default)'}"
-    if kw.get("context"):
-        where = f"context {kw['context']}, {where}"
+    where = f"namespace {config.access.namespace or '(the context default)'}"
+    if config.access.context:
+        where = f"context {config.access.context}, {where}"
     click.echo(
-        f"kubectl-executor mcp {__version__} ({transport}): pods of {kw.get('image', IMAGE)} in "
+        f"kubectl-executor mcp {__version__} ({transport}): pods of {config.pod.image} in "
         f"{where}; at most {config.max_sessions} MCP sessions; run timeout {config.run_timeout}s "
         f"(max {config.max_timeout}s); output cap {config.max_output_bytes} bytes per stream",
         err=True,

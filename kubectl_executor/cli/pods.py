@@ -62,9 +62,8 @@ def up(common: Common, name: str, deadline: int, env: tuple[str, ...], print_man
     executor = make_executor(
         common,
         env=env,
+        pod={"labels": {LIFETIME_LABEL: LONG_LIVED}, "active_deadline_seconds": deadline or None},
         pod_name=name,
-        labels={LIFETIME_LABEL: LONG_LIVED},
-        active_deadline_seconds=deadline or None,
     )
     if print_manifest:
         return show_manifest(executor)
@@ -79,7 +78,7 @@ def up(common: Common, name: str, deadline: int, env: tuple[str, ...], print_man
             apply_pod(kubectl, executor.manifest())
             try:
                 with progress(common, f"starting pod {name}"):
-                    pod = wait_ready(kubectl, name, common.settings.startup_timeout or 300.0)
+                    pod = wait_ready(kubectl, name, executor.run_options.startup_timeout)
             except BaseException:
                 delete_pod(kubectl, name)
                 raise

@@ -187,7 +187,7 @@ def run(
         except (OSError, UnicodeDecodeError) as exc:
             raise Failure(f"cannot read {file}: {exc}") from exc
         language = _language_for(file, lang, code)
-    executor = make_executor(common, pod=pod, env=env)
+    executor = make_executor(common, attach_to=pod, env=env)
     if print_manifest:
         return show_manifest(executor)
     return _run_blocks(
@@ -220,7 +220,7 @@ def exec_(
     print_manifest: bool,
 ) -> int:
     """Run code given with -c; blocks stop at the first non-zero exit."""
-    executor = make_executor(common, pod=pod, env=env)
+    executor = make_executor(common, attach_to=pod, env=env)
     if print_manifest:
         return show_manifest(executor)
     blocks = [CodeBlock(code=c, language=lang) for c in codes]
@@ -267,7 +267,7 @@ def call(
         raise Failure(f"--args is not valid JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise Failure("--args must be a JSON object of keyword arguments")
-    executor = make_executor(common, pod=pod, env=env)
+    executor = make_executor(common, attach_to=pod, env=env)
     if print_manifest:
         return show_manifest(executor)
     streamed = False
@@ -332,7 +332,7 @@ def cp(common: Common, source: str, destination: str) -> int:
     assert pod is not None
     if dst_pod is not None and not Path(src_path).exists():
         raise Failure(f"{src_path}: no such file or directory")
-    executor = make_executor(common, pod=pod)
+    executor = make_executor(common, attach_to=pod)
     with started(common, executor):
         if dst_pod is not None:
             written = _upload(executor, Path(src_path), dst_path)

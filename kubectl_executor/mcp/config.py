@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ..boundary import ClusterAccess, PodShape, RunOptions
 from ..defaults import MCP_RUN_TIMEOUT as DEFAULT_RUN_TIMEOUT  # defined once, shown by `mcp --help`
 from ..errors import InvalidInputError
 
@@ -44,18 +45,29 @@ def response_budget(transport: Transport) -> int:
     return _LIMITS[transport] - ENVELOPE
 
 
+def mcp_run_options() -> RunOptions:
+    """The MCP server's run options unless configured: runs and streams sized for its clients."""
+    return RunOptions(timeout=DEFAULT_RUN_TIMEOUT, max_output_bytes=DEFAULT_MAX_OUTPUT_BYTES)
+
+
 @dataclass(frozen=True)
 class McpConfig:
-    """What the server needs besides the tools: executor options and its own limits.
+    """What the server needs besides the tools: the executors' options and its own limits.
 
-    ``executor_kwargs`` go to :class:`~kubectl_executor.KubernetesCommandLineCodeExecutor` (``start``
-    and ``pool`` are the server's). ``idle_timeout`` 0 keeps idle clients' pods until the MCP session
-    ends. ``max_sessions``: MCP sessions (clients) with a pod at once. ``max_file_bytes`` caps an upload and the file a ranged download reads from.
-    ``progress_interval`` is how often a call in progress reports (clients that reset their
-    request timeout on progress then wait as long as the run needs).
+    Every client's executor (and the warm pool) gets the same ``access``, ``pod`` and
+    ``run_options`` (the MCP defaults: a 45 s run, 64 KiB per stream); ``executor_kwargs`` are the
+    executor's other keywords (``network_policy``, ``runner``...; ``start`` and ``pool`` are the
+    server's). A field of the three models given in ``executor_kwargs`` is moved into its model.
+    ``idle_timeout`` 0 keeps idle clients' pods until the MCP session ends. ``max_sessions``: MCP
+    sessions (clients) with a pod at once. ``max_file_bytes`` caps an upload and the file a ranged
+    download reads from. ``progress_interval`` is how often a call in progress reports (clients
+    that reset their request timeout on progress then wait as long as the run needs).
     """
 
     executor_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    access: ClusterAccess = field(default_factory=ClusterAccess)
+    pod: PodShape = field(default_factory=PodShape)
+    run_options: RunOptions = field(default_factory=mcp_run_options)
     idle_timeout: float = 600.0
     pool_size: int = 0
     max_sessions: int = 16
@@ -66,6 +78,15 @@ class McpConfig:
     json_response: bool = False
 
     def __post_init__(self) -> None:
+        rest = dict(self.executor_kwargs)
+        if "env_vars" in rest:  # the executor's seed keyword: the pod's env
+            rest["env"] = {item["key"]: item["value"] for item in rest.pop("env_vars") or []}
+        for name in ("access", "pod", "run_options"):
+            model = getattr(self, name)
+            moved = {k: rest.pop(k) for k in list(rest) if k in type(model).model_fields}
+            if moved:
+                object.__setattr__(self, name, type(model).of(None, **{**dict(model), **moved}))
+        object.__setattr__(self, "executor_kwargs", rest)
         if self.idle_timeout < 0:
             raise InvalidInputError("idle_timeout must be >= 0 seconds (0: never)")
         if self.pool_size < 0:
@@ -78,20 +99,20 @@ class McpConfig:
             raise InvalidInputError("max_timeout must be >= 1 second")
         if self.progress_interval <= 0:
             raise InvalidInputError("progress_interval must be > 0 seconds")
-        if self.pool_size and self.executor_kwargs.get("network_policy"):
+        if self.pool_size and rest.get("network_policy"):
             raise InvalidInputError("a warm pool's pods have no NetworkPolicy: do not combine the two")
         for key in ("start", "pool", "pod_name", "attach", "shared_resources"):
-            if key in self.executor_kwargs:
+            if key in rest:
                 raise InvalidInputError(f"executor option {key!r} is the MCP server's to set")
 
     @property
     def run_timeout(self) -> int:
-        """The default timeout of a run (the executor's ``timeout`` if one was configured)."""
-        return int(self.executor_kwargs.get("timeout") or DEFAULT_RUN_TIMEOUT)
+        """The default timeout of a run."""
+        return int(self.run_options.timeout)
 
     @property
     def max_output_bytes(self) -> int:
-        return int(self.executor_kwargs.get("max_output_bytes") or DEFAULT_MAX_OUTPUT_BYTES)
+        return self.run_options.max_output_bytes
 
     @property
     def http_transport(self) -> Transport:

@@ -30,7 +30,6 @@ from pydantic import BaseModel, Field
 from .._cluster.kubectl import Kubectl
 from .._version import __version__
 from ..boundary import ClusterAccess
-from ..defaults import IMAGE, WORK_DIR
 from ..errors import (
     ForbiddenError,
     InvalidInputError,
@@ -96,10 +95,10 @@ def _error(text: str) -> CallToolResult:
     return CallToolResult(content=[TextContent(type="text", text=text)], is_error=True)
 
 
-def cluster_problem(executor_kwargs: Mapping[str, Any], environ: Mapping[str, str]) -> str | None:
+def cluster_problem(access: ClusterAccess, environ: Mapping[str, str]) -> str | None:
     """Why no cluster can be reached at all (nothing configured), else None. kubectl would fall
     back to localhost:8080 and fail after its retries; this fails at once, saying what to set."""
-    if executor_kwargs.get("kubeconfig") or executor_kwargs.get("remote_control_plane"):
+    if access.kubeconfig or access.remote_control_plane:
         return None
     if any(p for p in environ.get("KUBECONFIG", "").split(os.pathsep) if p):
         return None
@@ -168,7 +167,7 @@ class KubectlExecutorMcp:
         self.config = config or McpConfig()
         self._executor_factory = executor_factory
         self.cluster_problem = (
-            cluster_problem(self.config.executor_kwargs, os.environ if environ is None else environ)
+            cluster_problem(self.config.access, os.environ if environ is None else environ)
             if executor_factory is None
             else None
         )
@@ -216,11 +215,16 @@ class KubectlExecutorMcp:
     def _make_executor(self) -> Sandbox:
         if self._executor_factory is not None:
             return self._executor_factory()
-        kwargs = dict(self.config.executor_kwargs)
-        kwargs.setdefault("max_output_bytes", self.config.max_output_bytes)
-        kwargs.setdefault("timeout", self.config.run_timeout)
-        kwargs.setdefault("session", True)  # the executor's persistent exec session: one exec per pod
-        return KubernetesCommandLineCodeExecutor(start=False, pool=self._pool, **kwargs)
+        config = self.config
+        kwargs = {"session": True, **config.executor_kwargs}  # the executor's exec session: one per pod
+        return KubernetesCommandLineCodeExecutor(
+            access=config.access,
+            pod=config.pod,
+            run_options=config.run_options,
+            start=False,
+            pool=self._pool,
+            **kwargs,
+        )
 
     def check_options(self) -> None:
         """Build (and drop) one executor, so that bad options or a missing kubectl fail at start-up
@@ -502,34 +506,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 def _make_pool(config: McpConfig) -> tuple[WarmPool, Kubectl]:
-    """A warm pool with the executors' pod options, on a kubectl shared by its refill thread."""
+    """A warm pool with the executors' pod shape, on a kubectl shared by its refill thread."""
     from ..pool import WarmPool
 
-    kw = dict(config.executor_kwargs)
-    kubectl = Kubectl(ClusterAccess.pick(kw), runner=kw.get("runner"))
-    env = {item["key"]: item["value"] for item in kw.get("env_vars") or []}
-    keys = (
-        "resources",
-        "hardened",
-        "run_as_user",
-        "read_only_root_filesystem",
-        "runtime_class_name",
-        "active_deadline_seconds",
-        "startup_timeout",
-        "labels",
-        "pod_overrides",
-    )
-    options = {k: kw[k] for k in keys if kw.get(k) is not None}
+    kubectl = Kubectl(config.access, runner=config.executor_kwargs.get("runner"))
     try:
         pool = WarmPool(
-            config.pool_size,
-            kw.get("image", IMAGE),
-            name="mcp",
-            namespace=kw.get("namespace"),
-            kubectl=kubectl,
-            work_dir=str(kw.get("work_dir", WORK_DIR)),
-            env=env,
-            **options,
+            config.pool_size, name="mcp", client=kubectl, pod=config.pod, run_options=config.run_options
         )
     except BaseException:
         kubectl.close()

@@ -27,7 +27,7 @@ from autogen_core.code_executor import (
 )
 from kx_fakes import ExecReply, FakeRunner, ParsedRequest, RunCall, reply_with
 
-from kubectl_executor import Resources
+from kubectl_executor import InvalidInputError, PodShape, Resources, RunOptions
 from kubectl_executor._cluster.retry import RetryPolicy
 from kubectl_executor._cluster.runner import Completed
 from kubectl_executor.autogen import (
@@ -74,7 +74,7 @@ def test_dump_and_load_round_trip() -> None:
         image="python:3.12-slim",
         namespace="agents",
         timeout=17,
-        env_vars={"A": "1"},
+        env={"A": "1"},
         execution_policies={"javascript": True},
         labels={"team": "x"},
         resources=Resources(cpu_limit="1"),
@@ -86,7 +86,45 @@ def test_dump_and_load_round_trip() -> None:
     loaded = CodeExecutor.load_component(ComponentModel.model_validate_json(data))
     assert isinstance(loaded, KubectlCodeExecutor)
     assert loaded.dump_component().config == model.config
-    assert model.config["timeout"] == 17 and model.config["resources"]["cpu_limit"] == "1"
+    assert model.config["run_options"]["timeout"] == 17
+    assert model.config["pod"]["resources"]["cpu_limit"] == "1" and model.config["pod"]["env"] == {"A": "1"}
+
+
+def test_a_flat_config_dumped_before_the_models_still_loads() -> None:
+    """Configurations dumped before PodShape/RunOptions had the pod's and the runs' fields flat."""
+    flat = {"image": "python:3.12-slim", "timeout": 17, "env_vars": {"A": "1"}, "pod_work_dir": "/data"}
+    config = KubectlCodeExecutorConfig.model_validate({**flat, "resources": None, "namespace": "agents"})
+    assert config.pod == PodShape(image="python:3.12-slim", env={"A": "1"}, work_dir="/data")
+    assert config.run_options == RunOptions(timeout=17) and config.namespace == "agents"
+    with pytest.raises(ValueError):
+        KubectlCodeExecutorConfig.model_validate({**flat, "surprise": 1})
+
+
+def test_the_models_and_the_keywords_are_one_configuration(
+    make: Callable[..., KubectlCodeExecutor], fake_runner: FakeRunner
+) -> None:
+    """pod= / run_options= and the separate keywords give the same executor; both is refused;
+    the blocking executor behind it receives the same models."""
+    pod = PodShape(image="python:3.12-slim", env={"A": "1"}, hardened=False)
+    run = RunOptions(timeout=17, max_output_bytes=2048)
+    whole = make(pod=pod, run_options=run)
+    separate = make(
+        image="python:3.12-slim", env={"A": "1"}, hardened=False, timeout=17, max_output_bytes=2048
+    )
+    assert whole.dump_component().config == separate.dump_component().config
+    with pytest.raises(InvalidInputError, match="not both"):
+        make(pod=pod, image="other")
+    with pytest.raises(InvalidInputError, match="not both"):
+        make(run_options=run, startup_timeout=5)
+    with pytest.warns(DeprecationWarning, match="env="):
+        assert make(env_vars={"A": "1"}).dump_component().config["pod"]["env"] == {"A": "1"}
+
+    async def go() -> None:
+        async with whole:
+            inner = whole.executor
+            assert inner is not None and inner.pod_shape == pod and inner.run_options == run
+
+    asyncio.run(go())
 
 
 def test_to_config_never_raises_even_mid_life(
@@ -228,7 +266,18 @@ def test_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("KUBECTL_EXECUTOR_IMAGE", "python:3.13-slim")
     monkeypatch.setenv("KUBECTL_EXECUTOR_TIMEOUT", "9")
     config = KubectlCodeExecutor.from_env(namespace="n1").dump_component().config
-    assert (config["image"], config["timeout"], config["namespace"]) == ("python:3.13-slim", 9, "n1")
+    assert (config["pod"]["image"], config["run_options"]["timeout"], config["namespace"]) == (
+        "python:3.13-slim",
+        9,
+        "n1",
+    )
+    monkeypatch.setenv("KUBECTL_EXECUTOR_WORK_DIR", "/data")
+    config = KubectlCodeExecutor.from_env(timeout=5, hardened=False).dump_component().config
+    assert (config["run_options"]["timeout"], config["pod"]["work_dir"], config["pod"]["hardened"]) == (
+        5,
+        "/data",
+        False,
+    )
 
 
 def test_a_cancelled_token_before_the_call_runs_nothing(

@@ -30,7 +30,7 @@ from mcp.shared.exceptions import MCPError
 from mcp.types import EmbeddedResource, TextContent
 
 from kubectl_executor import cli as cli_module
-from kubectl_executor.boundary import ToolCallResult, ToolCommandLineCodeResult, ToolError
+from kubectl_executor.boundary import ClusterAccess, ToolCallResult, ToolCommandLineCodeResult, ToolError
 from kubectl_executor.cli import mcp as cli_mcp
 from kubectl_executor.errors import (
     InvalidInputError,
@@ -395,15 +395,15 @@ def test_no_cluster_configured_is_known_without_running_kubectl(tmp_path: Path) 
     home = tmp_path / "home"
     (home / ".kube").mkdir(parents=True)
 
-    assert cluster_problem({}, {"HOME": str(home)}) == server_module.NO_CLUSTER
-    assert cluster_problem({}, {}) == server_module.NO_CLUSTER
-    assert cluster_problem({}, {"KUBECONFIG": ":"}) == server_module.NO_CLUSTER
-    assert cluster_problem({}, {"KUBECONFIG": "/etc/kube.yaml"}) is None
-    assert cluster_problem({"kubeconfig": "/k"}, {}) is None
-    assert cluster_problem({"remote_control_plane": "https://api"}, {}) is None
-    assert cluster_problem({}, {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) is None
+    assert cluster_problem(ClusterAccess(), {"HOME": str(home)}) == server_module.NO_CLUSTER
+    assert cluster_problem(ClusterAccess(), {}) == server_module.NO_CLUSTER
+    assert cluster_problem(ClusterAccess(), {"KUBECONFIG": ":"}) == server_module.NO_CLUSTER
+    assert cluster_problem(ClusterAccess(), {"KUBECONFIG": "/etc/kube.yaml"}) is None
+    assert cluster_problem(ClusterAccess(kubeconfig="/k"), {}) is None
+    assert cluster_problem(ClusterAccess(remote_control_plane="https://api"), {}) is None
+    assert cluster_problem(ClusterAccess(), {"KUBERNETES_SERVICE_HOST": "10.0.0.1"}) is None
     (home / ".kube" / "config").write_text("apiVersion: v1\n")
-    assert cluster_problem({}, {"HOME": str(home)}) is None
+    assert cluster_problem(ClusterAccess(), {"HOME": str(home)}) is None
 
 
 async def test_with_no_cluster_a_call_fails_at_once_and_says_what_to_set() -> None:
@@ -1008,15 +1008,14 @@ def test_cli_mcp_builds_the_server_from_flags_and_env(
 
     assert result.exit_code == 0, result.output
     config: McpConfig = seen["config"]
-    kwargs = dict(config.executor_kwargs)
     assert (config.idle_timeout, config.pool_size, config.max_file_bytes) == (300.0, 2, 2048)
     assert (config.json_response, config.progress_interval) == (True, 2.0)
-    assert kwargs["namespace"] == "sandbox" and kwargs["image"] == "python:3.12-slim"
-    assert kwargs["timeout"] == DEFAULT_RUN_TIMEOUT  # not given: below the clients' request timeouts
-    assert kwargs["resources"].memory_limit == "1Gi" and kwargs["hardened"] is False
-    assert kwargs["env_vars"] == [{"key": "A", "value": "b"}]
-    assert kwargs["max_output_bytes"] == DEFAULT_MAX_OUTPUT_BYTES
-    assert "network_policy" not in kwargs
+    assert config.access.namespace == "sandbox" and config.pod.image == "python:3.12-slim"
+    assert config.run_options.timeout == DEFAULT_RUN_TIMEOUT  # not given: below the clients' request timeouts
+    assert config.pod.resources.memory_limit == "1Gi" and config.pod.hardened is False
+    assert config.pod.env == {"A": "b"}
+    assert config.run_options.max_output_bytes == DEFAULT_MAX_OUTPUT_BYTES
+    assert "network_policy" not in config.executor_kwargs
     assert (
         "kubectl-executor mcp " in result.stderr
         and "pods of python:3.12-slim in namespace sandbox" in result.stderr

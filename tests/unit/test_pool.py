@@ -177,7 +177,7 @@ def make_pool(
 
     def make(**kwargs: Any) -> WarmPool:
         kwargs.setdefault(
-            "kubectl", Kubectl(ClusterAccess(kubectl=fake_kubectl), runner=cluster, retry=retry_policy)
+            "client", Kubectl(ClusterAccess(kubectl=fake_kubectl), runner=cluster, retry=retry_policy)
         )
         pool = WarmPool(**kwargs)
         made.append(pool)

@@ -17,8 +17,9 @@ INTENDED = {
     "MarkdownCodeExtractor",
     "ClusterAccess",
     "Kubectl",
-    "PodOptions",
+    "PodShape",
     "Resources",
+    "RunOptions",
     "RetryPolicy",
     "RichOutput",
     "ChangedFile",
@@ -121,10 +122,15 @@ def test_each_public_type_has_one_home() -> None:
 
     assert kubectl_executor.CommandLineCodeResult is boundary.CommandLineCodeResult
     assert kubectl_executor.ClusterAccess is boundary.ClusterAccess
+    assert (
+        kubectl_executor.PodShape is boundary.PodShape and kubectl_executor.RunOptions is boundary.RunOptions
+    )
+    assert not hasattr(kubectl_executor, "PodOptions")  # the manifest's input (a PodShape + name), internal
     for module, name in [
         (results, "CommandLineCodeResult"),
         (kubectl, "ClusterAccess"),
         (manifest, "PodOptions"),
+        (manifest, "PodShape"),
         (dispatcher, "ToolCallResult"),
     ]:
         assert not hasattr(module, name), f"{module.__name__} re-exports {name}"

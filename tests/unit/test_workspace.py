@@ -663,6 +663,24 @@ def test_executor_mounts_the_claim_with_the_workspaces_access_and_is_stopped_wit
     assert pod_delete < pvc_delete
 
 
+def test_executor_takes_a_pod_shape_and_gets_the_claim_and_node(
+    make_workspace: Callable[..., WorkspaceVolume], fake_runner: FakeRunner, storage: FakeStorage
+) -> None:
+    from kubectl_executor import PodShape
+
+    ws = make_workspace("ws1", host_path="/srv/data", node="node-1", namespace=NS)
+    shape = PodShape(image="busybox", work_dir="/data", env={"A": "1"})
+    ex = ws.executor(pod=shape, start=False)
+    assert ex.pod_shape == shape.model_copy(update={"shared_pvc_name": "ws1", "node": "node-1"})
+    pinned = ws.executor(pod=PodShape(node="node-2", shared_pvc_name="ws1"), start=False)
+    assert (pinned.pod_shape.node, pinned.pod_shape.shared_pvc_name) == ("node-2", "ws1")
+    with pytest.raises(InvalidInputError, match="mounts that claim"):
+        ws.executor(pod=PodShape(shared_pvc_name="other"), start=False)
+    with pytest.raises(InvalidInputError, match="not both"):
+        ws.executor(pod=shape, image="alpine", start=False)
+    ws.stop()
+
+
 def test_executor_needs_a_started_workspace(
     make_workspace: Callable[..., WorkspaceVolume], storage: FakeStorage
 ) -> None:
