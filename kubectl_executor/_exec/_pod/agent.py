@@ -1,5 +1,8 @@
 """kubectl-executor session agent: runs in the pod, Python 3.6+ standard library only.
 
+One file, longer than the ~600 lines other modules keep to, for one reason: it is what the pod
+runs, sent as it is over the exec's stdin (no package of ours exists in the pod to import from).
+
 The client keeps ONE ``kubectl exec -i`` open to this process, so a block costs no kubectl
 start-up. Frames on stdin/stdout: 1 type byte, 4-byte big-endian payload length, payload.
 
