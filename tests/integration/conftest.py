@@ -63,7 +63,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     found.run("create", "namespace", namespace)
     try:
         yield found
-        leaked = [p["metadata"]["name"] for p in found.pods()]
+        # With their labels and creation time: which test (owner pid, pool, workspace) made them.
+        leaked = [
+            (p["metadata"]["name"], p["metadata"].get("creationTimestamp"), p["metadata"].get("labels"))
+            for p in found.pods()
+        ]
         assert not leaked, f"pods leaked by the integration suite: {leaked}"
     finally:
         found.run("delete", "namespace", namespace, "--wait=false", check=False)

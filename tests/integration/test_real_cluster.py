@@ -290,7 +290,9 @@ def test_bearer_token_mode_without_the_ca_says_what_to_pass(
     assert "x509" in text or "certificate" in text
     assert "certificate_authority=" in text and "kube-root-ca.crt" in text
     assert "insecure_skip_tls_verify=True" in text
-    assert real.pods() == []  # nothing was created
+    assert [
+        (p["metadata"]["name"], p["metadata"].get("labels")) for p in real.pods()
+    ] == []  # nothing was created
     # the explicit opt-out works (and is the only way TLS is not verified)
     with KubernetesCommandLineCodeExecutor(**{**kwargs, "insecure_skip_tls_verify": True}) as ex:
         assert ex.execute_code_blocks([CodeBlock("print('unverified')", "python")]).output == "unverified\n"
