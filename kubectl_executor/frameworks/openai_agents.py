@@ -38,6 +38,7 @@ from agents.sandbox.session.sandbox_session_state import SandboxSessionState  # 
 from agents.sandbox.snapshot import SnapshotBase, SnapshotSpec, resolve_snapshot  # noqa: E402
 from agents.sandbox.types import ExecResult, User  # noqa: E402
 
+from ..boundary import ClusterAccess, PodShape  # noqa: E402
 from ..errors import RemoteNotFoundError, TransferError  # noqa: E402
 from ..executor import KubernetesCommandLineCodeExecutor  # noqa: E402
 
@@ -50,7 +51,8 @@ __all__ = [
 
 
 class KubectlSandboxClientOptions(BaseSandboxClientOptions):
-    """Where the pod runs: the executor's own options (image, namespace, context, kubeconfig...)."""
+    """Where the pod runs, in the SDK's options form (serialised into a session's state, so no
+    secrets): they map onto the one ClusterAccess and PodShape, as the seed's keywords do."""
 
     type: Literal["kubectl"] = "kubectl"
     image: str = IMAGE
@@ -59,8 +61,12 @@ class KubectlSandboxClientOptions(BaseSandboxClientOptions):
     kubeconfig: str | None = None
     kubectl: str | None = None
 
-    def executor_kwargs(self) -> dict[str, Any]:
-        return {k: v for k, v in self.model_dump().items() if k != "type" and v is not None}
+    def executor_kwargs(self, work_dir: str) -> dict[str, Any]:
+        """The executor's ``access=`` and ``pod=`` (``work_dir``: the manifest's root)."""
+        return {
+            "access": ClusterAccess.pick(self.model_dump(exclude={"type", "image"})),
+            "pod": PodShape(image=self.image, work_dir=str(PurePosixPath(work_dir))),
+        }
 
 
 class KubectlSandboxState(SandboxSessionState):
@@ -164,9 +170,8 @@ class KubectlSandboxClient(BaseSandboxClient[KubectlSandboxClientOptions]):
         self._validate_manifest_for_create(manifest)
         executor = await asyncio.to_thread(
             KubernetesCommandLineCodeExecutor,
-            work_dir=manifest.root,
             keep_pod=True,
-            **options.executor_kwargs(),
+            **options.executor_kwargs(manifest.root),
         )
         session_id = uuid.uuid4()
         state = KubectlSandboxState(
@@ -196,8 +201,7 @@ class KubectlSandboxClient(BaseSandboxClient[KubectlSandboxClientOptions]):
             KubernetesCommandLineCodeExecutor,
             pod_name=state.pod_name,
             attach=True,
-            work_dir=state.manifest.root,
-            **state.options.executor_kwargs(),
+            **state.options.executor_kwargs(state.manifest.root),
         )
         return self._wrap_session(KubectlSandboxSession(state=state, executor=executor))
 

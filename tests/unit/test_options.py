@@ -337,3 +337,14 @@ def test_the_cli_builds_the_models_from_its_settings(fake_kubectl: str) -> None:
     assert container["image"] == "busybox" and container["workingDir"] == "/data"
     assert {"name": "A", "value": "1"} in container["env"]
     assert pod["spec"]["securityContext"]["runAsUser"] == pod["spec"]["securityContext"]["runAsGroup"] == 2000
+
+
+def test_openai_agents_options_map_onto_the_one_access_and_pod_shape() -> None:
+    from kubectl_executor.frameworks.openai_agents import KubectlSandboxClientOptions
+
+    options = KubectlSandboxClientOptions(image="python:3.12-slim", namespace="sandbox", context="ctx")
+    kwargs = options.executor_kwargs("/workspace/")
+
+    assert kwargs["access"] == ClusterAccess(namespace="sandbox", context="ctx")
+    assert kwargs["pod"] == PodShape(image="python:3.12-slim", work_dir="/workspace")
+    assert set(kwargs) == {"access", "pod"}
