@@ -347,6 +347,11 @@ class WarmPool:
         return None
 
     def _try_claim(self, pod: Pod, claim_id: str) -> Pod | None:
+        """Label the pod ours if it is still free, at its resourceVersion (optimistic concurrency).
+
+        A conflict means the pod changed, which on a real cluster is mostly the kubelet updating
+        its status (a pod just made Ready): then it is read again and, while it is still free,
+        claimed at its new version. Someone else's claim, or its deletion, is an answer: None."""
         name = pod.metadata.name
         labels = {
             CLAIMED_LABEL: claim_id,
@@ -355,26 +360,29 @@ class WarmPool:
             OWNER_PID_LABEL: str(os.getpid()),
             CREATED_AT_LABEL: str(int(time.time())),
         }
-        args = [
-            "label",
-            "pod",
-            name,
-            *(f"{k}={v}" for k, v in labels.items()),
-            "--overwrite",
-            f"--resource-version={pod.metadata.resource_version}",
-            "-o",
-            "json",
-        ]
-        try:
-            return Pod.model_validate(json.loads(self._kubectl.run(args).stdout))
-        except NotFoundError:
-            return None
-        except ConflictError:
-            # Someone else's, unless a retried call of ours had already succeeded.
-            now = get_pod(self._kubectl, name)
-            if now is not None and now.metadata.labels.get(CLAIMED_LABEL) == claim_id:
-                return now
-            return None
+        for _ in range(CLAIM_ATTEMPTS):
+            args = [
+                "label",
+                "pod",
+                name,
+                *(f"{k}={v}" for k, v in labels.items()),
+                "--overwrite",
+                f"--resource-version={pod.metadata.resource_version}",
+                "-o",
+                "json",
+            ]
+            try:
+                return Pod.model_validate(json.loads(self._kubectl.run(args).stdout))
+            except NotFoundError:
+                return None
+            except ConflictError:
+                now = get_pod(self._kubectl, name)
+                if now is None or now.metadata.labels.get(CLAIMED_LABEL) == claim_id:
+                    return now  # gone, or a retried call of ours had already succeeded
+                if CLAIMED_LABEL in now.metadata.labels or now.metadata.deletion_timestamp:
+                    return None  # someone else's
+                pod = now  # changed but still free: again, at its new version
+        return None
 
     def release(self, pod_name: str, *, reuse: bool | None = None) -> None:
         """Done with a claimed pod: delete it (default), or with ``reuse`` hand it back to the
@@ -423,6 +431,9 @@ class WarmPool:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+CLAIM_ATTEMPTS = 5  # labels tried on one free pod whose version keeps changing under us
 
 
 def _hostname() -> str:

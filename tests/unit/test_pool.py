@@ -327,6 +327,27 @@ def test_close_deletes_only_its_own_unclaimed_pods_and_claims_them_first(
     pool.stop()  # idempotent
 
 
+def test_stop_deletes_free_pods_whose_status_changed_since_the_list(
+    make_pool: Callable[..., WarmPool], cluster: PoolCluster
+) -> None:
+    # The leak seen on a real cluster: stop() listed its free pods, the kubelet updated them, and
+    # the closing claim's Conflict left them behind.
+    pool = make_pool(size=3, refill_interval=3600)
+    assert pool.wait_warm(timeout=30)
+    own = list(cluster.free())
+    updated: set[str] = set()
+
+    def kubelet_updates_status(name: str) -> None:
+        if name not in updated:  # once per pod, between stop()'s list and its claim
+            updated.add(name)
+            cluster._bump(cluster.pods[name])
+
+    cluster.before_label = kubelet_updates_status
+    pool.stop()
+    assert updated == set(own)
+    assert [n for n in own if n in cluster.pods] == []
+
+
 def test_pods_that_cannot_start_are_deleted(make_pool: Callable[..., WarmPool], cluster: PoolCluster) -> None:
     cluster.waiting = {"reason": "ImagePullBackOff", "message": "Back-off pulling image"}
     pool = make_pool(size=2, start=False)
