@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from kx_external import MANAGED, ExternalCluster
+from kx_external_plugin import listed_skips
 
 from kubectl_executor.autogen import KubectlCodeExecutor
 
@@ -91,21 +92,12 @@ def _ours_in(cluster: ExternalCluster, namespace: str) -> list[str]:
     ]
 
 
-def _not_applicable() -> dict[str, str]:
-    directory = Path(os.environ.get("KX_EXTERNAL_SUITE_DIR", "."))
-    suite = json.loads((directory / "kx_external_suite.json").read_text())
-    listed: dict[str, str] = dict(suite["not_applicable"])
-    if os.environ.get("KX_TEST_NO_EGRESS") == "1":
-        listed.update(suite.get("needs_egress", {}))
-    return listed
-
-
 def note_skip(report: pytest.TestReport) -> None:
     """A skip that rules.toml does not list is a failure: the suite's own gates (is a cluster
     reachable?) must not turn a broken setup into a green run of zero tests."""
     if not report.skipped:
         return
-    listed = _not_applicable()
+    listed = listed_skips()
     nodeid = report.nodeid
     names = {
         nodeid,

@@ -32,14 +32,21 @@ def _matches(item: pytest.Item, test_id: str) -> bool:
     return test_id in (item.nodeid, item.nodeid.split("[", 1)[0], item.name, item.name.split("[", 1)[0])
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+def listed_skips() -> dict[str, str]:
+    """The tests rules.toml has skipped here, with the reason shown: the not applicable ones, and
+    those that need egress where the pods have none."""
     suite = _config()
     skips: dict[str, str] = {k: f"not applicable: {v}" for k, v in suite["not_applicable"].items()}
-    no_egress = os.environ.get("KX_TEST_NO_EGRESS") == "1"
-    needs_egress: dict[str, str] = suite.get("needs_egress", {})
-    unused = {**skips, **needs_egress}
-    if no_egress:
+    if os.environ.get("KX_TEST_NO_EGRESS") == "1":
+        needs_egress: dict[str, str] = suite.get("needs_egress", {})
         skips.update({k: f"no egress here (KX_TEST_NO_EGRESS=1): {v}" for k, v in needs_egress.items()})
+    return skips
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    suite = _config()
+    skips = listed_skips()
+    unused = {**suite["not_applicable"], **suite.get("needs_egress", {})}
     for item in items:
         for test_id in list(unused):
             if _matches(item, test_id):
