@@ -11,6 +11,7 @@ import base64
 import math
 import sys
 from collections.abc import Mapping
+from pathlib import PurePath, PurePosixPath
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
@@ -131,6 +132,19 @@ class Resources(BaseModel):
     ephemeral_storage_limit: str | None = "4Gi"
 
 
+def _pod_dir(value: Any) -> Any:
+    """An absolute path in the pod, normalised (``/workspace/`` is ``/workspace``), so that an
+    executor, a pool and the manifest compare and build the same directory."""
+    if isinstance(value, PurePath):
+        value = value.as_posix()
+    if not isinstance(value, str):
+        return value  # pydantic says it is not a string
+    path = PurePosixPath(value)
+    if not path.is_absolute() or ".." in path.parts or "\n" in value:
+        raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {value!r}")
+    return str(path)
+
+
 class PodShape(Options):
     """Everything that shapes the pod, defined once: every facade takes it as ``pod=`` (the
     executor's and pool's separate keywords map onto it), the integrations build it once.
@@ -144,7 +158,7 @@ class PodShape(Options):
     keyword: ClassVar[str] = "pod"
 
     image: str = IMAGE
-    work_dir: str = WORK_DIR
+    work_dir: Annotated[str, BeforeValidator(_pod_dir)] = WORK_DIR
     env: dict[str, str] = Field(default_factory=dict)
     labels: dict[str, str] = Field(default_factory=dict)
     resources: Resources = Field(default_factory=Resources)

@@ -246,9 +246,7 @@ class KubernetesCommandLineCodeExecutor:
             certificate_authority=certificate_authority,
             insecure_skip_tls_verify=insecure_skip_tls_verify,
         )
-        work = PurePosixPath(shape.work_dir)
-        if not work.is_absolute() or ".." in work.parts or "\n" in str(work):
-            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {shape.work_dir!r}")
+        work = PurePosixPath(shape.work_dir)  # absolute and normalised (PodShape)
         for key, value in shape.env.items():
             validate_env_value(validate_env_name(key), value)
         namespace = access.namespace
@@ -256,7 +254,7 @@ class KubernetesCommandLineCodeExecutor:
             validate_dns_label(namespace, "namespace")
         if pod_name is not None:
             validate_dns_label(pod_name, "pod name")
-        self._shape = shape.model_copy(update={"work_dir": str(work)})
+        self._shape = shape
         self._run_options = run
         # Rich outputs over a budget stay in the pod (named by kept_path); 0 keeps every one there.
         self._rich = RichLimits(run.max_rich_output_bytes, run.max_rich_bytes, list_files=run.list_files)

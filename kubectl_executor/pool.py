@@ -150,8 +150,6 @@ class WarmPool:
             namespace = access.namespace
         if namespace is not None:
             validate_dns_label(namespace, "namespace")
-        if not shape.work_dir.startswith("/"):
-            raise InvalidInputError(f"work_dir must be an absolute path in the pod, got {shape.work_dir!r}")
         self.size = size
         self.name = name
         self.pod_shape = shape

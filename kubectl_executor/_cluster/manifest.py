@@ -111,8 +111,6 @@ def ownership_labels(owner_id: str, created_at: int, pid: int, host: str | None 
 def build_pod_manifest(opts: PodOptions, labels: dict[str, str]) -> dict[str, Any]:
     """The pod. ``labels`` are the ownership labels; user labels and overrides merge on top."""
     validate_dns_label(opts.name, "pod name")
-    if not opts.work_dir.startswith("/"):
-        raise InvalidInputError(f"work_dir must be an absolute path, got {opts.work_dir!r}")
     all_labels = {**labels, SPEC_LABEL: spec_hash(opts.image, opts.work_dir)}
     for key, value in opts.labels.items():
         if key in all_labels:

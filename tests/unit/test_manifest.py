@@ -326,11 +326,6 @@ def test_node_pins_with_hostname_selector() -> None:
     assert build(node="worker-7")["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "worker-7"}
 
 
-def test_work_dir_must_be_absolute() -> None:
-    with pytest.raises(InvalidInputError, match="absolute"):
-        build(work_dir="workspace")
-
-
 # -- pod_overrides ---------------------------------------------------------------------------------------------
 
 

@@ -185,9 +185,15 @@ def test_the_executor_refuses_a_model_and_its_keywords_together(
     assert fake_runner.runs == []
 
 
-def test_a_given_shape_is_still_checked(make_executor: Make) -> None:
+@pytest.mark.parametrize("work_dir", ["relative", "/a/../etc", "/a\nb"])
+def test_the_shape_refuses_a_work_dir_outside_an_absolute_path(work_dir: str) -> None:
+    with pytest.raises(ValueError, match="work_dir must be an absolute path"):
+        PodShape(work_dir=work_dir)
     with pytest.raises(InvalidInputError, match="work_dir must be an absolute path"):
-        make_executor(start=False, pod=PodShape(work_dir="relative"))
+        PodShape.of(None, work_dir=work_dir)
+
+
+def test_a_given_shape_is_still_checked(make_executor: Make) -> None:
     with pytest.raises(InvalidInputError, match="environment variable"):
         make_executor(start=False, pod=PodShape(env={"A-B": "1"}))
     ex = make_executor(start=False, pod=PodShape(work_dir="/data/"))

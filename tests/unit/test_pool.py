@@ -394,6 +394,18 @@ def test_the_executor_refuses_a_pool_of_another_workspace(
         executor_module.KubernetesCommandLineCodeExecutor(kubectl=fake_kubectl, runner=cluster, pool=pool)
 
 
+def test_the_pool_and_the_executor_agree_on_a_work_dir_spelt_differently(
+    make_pool: Callable[..., WarmPool], fake_kubectl: str, cluster: PoolCluster
+) -> None:
+    pool = make_pool(size=0, work_dir="/workspace/", start=False)
+    assert pool.work_dir == "/workspace"
+    # Before the shape normalised work_dir, the pool kept "/workspace/" and this refused the pool.
+    executor = executor_module.KubernetesCommandLineCodeExecutor(
+        kubectl=fake_kubectl, runner=cluster, pool=pool, work_dir="/workspace//", start=False
+    )
+    assert str(executor.work_dir) == "/workspace" == executor.pod_shape.work_dir
+
+
 def test_close_is_an_alias_of_stop() -> None:
     """One way to stop (``stop()`` / ``with``); ``close`` stays for code written against it."""
     assert WarmPool.close is WarmPool.stop
