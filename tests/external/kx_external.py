@@ -1,7 +1,8 @@
 """Where external suites run: the local emulator (default) or a real cluster, for their shims.
 
 ``ExternalCluster.start(tmp)`` gives a fresh namespace reachable with the real kubectl, and, for
-suites that use the seed's bearer-token mode, an API server URL and a token:
+suites that use the seed's bearer-token mode, an API server URL and a token. ``tmp`` (the shim's
+scratch directory: kubeconfigs, a token's CA bundle) becomes the cluster's: ``stop()`` removes it.
 
 * emulator (default): ``fixtures/kube_emulator`` started in this process, as
   tests/integration/conftest.py does; it accepts any bearer token. ``tls_front()`` puts a
@@ -64,6 +65,7 @@ class ExternalCluster:
         tmp.mkdir(parents=True, exist_ok=True)
         if context:
             found = cls(kubectl, os.environ.get("KX_TEST_KUBECONFIG"), context, namespace, image, "", "")
+            found._stack.callback(shutil.rmtree, tmp, ignore_errors=True)
             found.run("create", "namespace", namespace)
             found._token_for_real_cluster()
             return found
@@ -74,6 +76,7 @@ class ExternalCluster:
         env = {"KUBECACHEDIR": str(tmp / "kube-cache")}
         found = cls(kubectl, kubeconfig, None, namespace, image, emulator.url, f"kx-{secrets.token_hex(16)}",
                     emulator=emulator, env=env)  # fmt: skip
+        found._stack.callback(shutil.rmtree, tmp, ignore_errors=True)
         found._stack.callback(emulator.stop)
         found.run("create", "namespace", namespace)
         return found

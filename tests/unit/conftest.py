@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +13,24 @@ from kx_fakes import FakeRunner
 from kubectl_executor import executor as executor_module
 from kubectl_executor._cluster.kubectl import Kubectl
 from kubectl_executor._cluster.retry import RetryPolicy
+from kubectl_executor._exec.protocol import LOG_DIR
 from kubectl_executor.boundary import ClusterAccess
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _pod_logs_left_on_this_machine() -> Iterator[None]:
+    """The pod scripts that unit tests run here (run.sh, agent.sh, rich.py) keep their logs in
+    /tmp/kx-logs, as they do in a pod: what the run added there is removed at its end."""
+    logs = Path(LOG_DIR)
+    before = set(logs.iterdir()) if logs.is_dir() else set()
+    yield
+    for entry in set(logs.iterdir()) - before if logs.is_dir() else ():
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
+    if not before and logs.is_dir() and not any(logs.iterdir()):
+        logs.rmdir()
 
 
 @pytest.fixture

@@ -54,16 +54,6 @@ def work(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def cleanup_logs() -> Iterator[list[str]]:
-    """Nonces whose /tmp/kx-logs files a test left (kept logs) are removed afterwards."""
-    nonces: list[str] = []
-    yield nonces
-    for nonce in nonces:
-        for suffix in ("out", "err", "rc", "pid"):
-            Path(f"{LOG_DIR}/{nonce}.{suffix}").unlink(missing_ok=True)
-
-
 def run(
     work: Path,
     code: bytes | str,
@@ -306,19 +296,17 @@ def test_bad_header_is_refused(work: Path) -> None:
 # -- logs and the budget -------------------------------------------------------------------------------------------
 
 
-def test_logs_removed_under_the_budget(work: Path, cleanup_logs: list[str]) -> None:
+def test_logs_removed_under_the_budget(work: Path) -> None:
     ran = run(work, "print('x' * 100)\n", budget=10_000)
-    cleanup_logs.append(ran.request.nonce)
     assert ran.outcome is not None and ran.outcome.log_kept is False
     nonce = ran.request.nonce
     for suffix in ("out", "err", "rc", "pid"):
         assert not Path(f"{LOG_DIR}/{nonce}.{suffix}").exists(), suffix
 
 
-def test_logs_kept_over_the_budget(work: Path, cleanup_logs: list[str]) -> None:
+def test_logs_kept_over_the_budget(work: Path) -> None:
     code = "import sys\nprint('o' * 3000)\nprint('e' * 3000, file=sys.stderr)\n"
     ran = run(work, code, budget=1000)
-    cleanup_logs.append(ran.request.nonce)
     assert ran.outcome is not None and ran.outcome.log_kept is True
     nonce = ran.request.nonce
     assert Path(f"{LOG_DIR}/{nonce}.out").read_bytes() == b"o" * 3000 + b"\n"
