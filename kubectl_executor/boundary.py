@@ -11,7 +11,7 @@ import base64
 import math
 import sys
 from collections.abc import Mapping
-from pathlib import PurePath, PurePosixPath
+from pathlib import PurePosixPath
 from typing import Annotated, Any, ClassVar, Literal, get_args
 
 from pydantic import (
@@ -55,6 +55,18 @@ class Options(BaseModel):
     keyword: ClassVar[str]
     """The facades' keyword for the whole model (``access``, ``pod``, ``run_options``)."""
 
+    def __init__(self, /, **data: Any) -> None:
+        """As pydantic's, but a field's own check that refused a value raises its
+        :class:`InvalidInputError` (the library's one error tree), not a ``ValidationError``."""
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            for error in exc.errors():
+                cause = (error.get("ctx") or {}).get("error")
+                if isinstance(cause, InvalidInputError):
+                    raise cause from None
+            raise
+
     @classmethod
     def pick(cls, values: Mapping[str, Any]) -> Self:
         """The fields of a keyword mapping (settings, an executor's keywords); other keys and
@@ -87,11 +99,7 @@ class Options(BaseModel):
         """The model, or an :class:`InvalidInputError` saying which option is wrong."""
         try:
             return cls(**values)
-        except ValidationError as exc:
-            for error in exc.errors():
-                cause = (error.get("ctx") or {}).get("error")
-                if isinstance(cause, InvalidInputError):
-                    raise cause from None
+        except ValidationError as exc:  # a type or an unknown field: a field's own check raised already
             problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors())
             raise InvalidInputError(f"invalid {cls.keyword} option {problems}") from exc
 
@@ -135,8 +143,6 @@ class Resources(BaseModel):
 def _pod_dir(value: Any) -> Any:
     """An absolute path in the pod, normalised (``/workspace/`` is ``/workspace``), so that an
     executor, a pool and the manifest compare and build the same directory."""
-    if isinstance(value, PurePath):
-        value = value.as_posix()
     if not isinstance(value, str):
         return value  # pydantic says it is not a string
     path = PurePosixPath(value)

@@ -65,7 +65,7 @@ class KubectlSandboxClientOptions(BaseSandboxClientOptions):
         """The executor's ``access=`` and ``pod=`` (``work_dir``: the manifest's root)."""
         return {
             "access": ClusterAccess.pick(self.model_dump(exclude={"type", "image"})),
-            "pod": PodShape(image=self.image, work_dir=str(PurePosixPath(work_dir))),
+            "pod": PodShape(image=self.image, work_dir=work_dir),
         }
 
 

@@ -22,14 +22,17 @@ def _pod_logs_left_on_this_machine() -> Iterator[None]:
     """The pod scripts that unit tests run here (run.sh, agent.sh, rich.py) keep their logs in
     /tmp/kx-logs, as they do in a pod: what the run added there is removed at its end."""
     logs = Path(LOG_DIR)
-    before = set(logs.iterdir()) if logs.is_dir() else set()
+    existed = logs.is_dir()
+    before = set(logs.iterdir()) if existed else set()
     yield
-    for entry in set(logs.iterdir()) - before if logs.is_dir() else ():
+    if not logs.is_dir():
+        return
+    for entry in set(logs.iterdir()) - before:
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)
         else:
             entry.unlink(missing_ok=True)
-    if not before and logs.is_dir() and not any(logs.iterdir()):
+    if not existed and not any(logs.iterdir()):
         logs.rmdir()
 
 

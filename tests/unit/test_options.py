@@ -187,7 +187,7 @@ def test_the_executor_refuses_a_model_and_its_keywords_together(
 
 @pytest.mark.parametrize("work_dir", ["relative", "/a/../etc", "/a\nb"])
 def test_the_shape_refuses_a_work_dir_outside_an_absolute_path(work_dir: str) -> None:
-    with pytest.raises(ValueError, match="work_dir must be an absolute path"):
+    with pytest.raises(InvalidInputError, match="work_dir must be an absolute path"):
         PodShape(work_dir=work_dir)
     with pytest.raises(InvalidInputError, match="work_dir must be an absolute path"):
         PodShape.of(None, work_dir=work_dir)
